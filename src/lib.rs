@@ -1,0 +1,1 @@
+//! qube: shared code for the example CLI

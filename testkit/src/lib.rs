@@ -1,0 +1,302 @@
+//! Test helpers for qube: where a test may run, scratch cgroups, and child processes that
+//! do a known thing (pause, allocate, spin, fork) once released.
+//!
+//! In the VM (`QUBE_VM=1`, set by `scripts/vm`) a test that cannot get what it needs
+//! panics: a skipped test there is a failure. On the host it prints why and returns.
+#![allow(clippy::unwrap_used)] // test support: a failed setup should abort the test loudly
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use qube_cgroup::{Cgroup, Controllers};
+
+/// True inside the test VM.
+pub fn in_vm() -> bool {
+    std::env::var_os("QUBE_VM").is_some_and(|v| v == "1")
+}
+
+/// The controllers the VM's root distributes to its children.
+pub const VM_CONTROLLERS: Controllers = Controllers::CPUSET
+    .union(Controllers::CPU)
+    .union(Controllers::IO)
+    .union(Controllers::MEMORY)
+    .union(Controllers::PIDS)
+    .union(Controllers::HUGETLB);
+
+/// The root of a pure cgroup v2 hierarchy with the controllers enabled, or `None` (with
+/// the reason printed) on a host that has none. Panics in the VM when it is missing.
+pub fn vm_root() -> Option<Cgroup> {
+    let found = Cgroup::root().and_then(|root| {
+        let enabled = root.subtree_control()?;
+        Ok((root, enabled))
+    });
+    match found {
+        Ok((root, enabled))
+            if enabled.contains(Controllers::MEMORY | Controllers::CPU | Controllers::PIDS) =>
+        {
+            Some(root)
+        }
+        other => {
+            let why = match other {
+                Ok((root, enabled)) => {
+                    format!("{} enables only [{enabled}]", root.path().display())
+                }
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                !in_vm(),
+                "in the VM the cgroup v2 controllers must be there: {why}"
+            );
+            eprintln!("SKIP (needs the VM, scripts/vm test): {why}");
+            None
+        }
+    }
+}
+
+/// The host's (or VM's) cgroup2 root, for core features that need no controller.
+pub fn v2_root() -> Option<Cgroup> {
+    match Cgroup::root() {
+        Ok(root) => Some(root),
+        Err(e) => {
+            assert!(!in_vm(), "the VM must have cgroup2: {e}");
+            eprintln!("SKIP (no cgroup2 mount): {e}");
+            None
+        }
+    }
+}
+
+/// `let Some(root) = require_vm!() else { return };` in a test that needs controllers.
+#[macro_export]
+macro_rules! require_vm {
+    () => {
+        $crate::vm_root()
+    };
+}
+
+static SERIAL: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh, uniquely named child of `root` that is killed and removed on drop.
+pub fn scratch(root: &Cgroup, test: &str) -> Cgroup {
+    let n = SERIAL.fetch_add(1, Ordering::Relaxed);
+    let name = format!("qube-test-{test}-{}-{n}", std::process::id());
+    root.create(&name)
+        .unwrap_or_else(|e| panic!("scratch cgroup {name}: {e}"))
+}
+
+/// What a [`Proc`] does once released.
+#[derive(Debug, Clone, Copy)]
+pub enum Work {
+    /// Wait for signals forever.
+    Pause,
+    /// Exit at once with this code.
+    Exit(i32),
+    /// Map and touch this many bytes of anonymous memory, then pause.
+    Alloc(usize),
+    /// Burn CPU forever.
+    Spin,
+    /// Fork this many children (each pauses), then exit with the number of forks that failed.
+    Fork(u8),
+    /// Start a new session, fork a child that pauses, then pause.
+    SetsidFork,
+}
+
+/// A forked child held on a pipe until [`release`](Proc::release), so a test can put it
+/// in a cgroup before it does anything. Killed and reaped on drop: no zombie is left.
+#[derive(Debug)]
+pub struct Proc {
+    pid: Pid,
+    go: Option<OwnedFd>,
+    reaped: bool,
+}
+
+impl Proc {
+    /// Forks a child that will do `work` once released.
+    pub fn fork(work: Work) -> Proc {
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child only makes raw syscalls (read, mmap, fork, pause, _exit) before
+        // exiting, so no lock held by another thread of the test harness can be needed.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                drop(write_end);
+                let mut byte = [0u8; 1];
+                let _ = nix::unistd::read(read_end.as_fd(), &mut byte);
+                child_work(work)
+            }
+            ForkResult::Parent { child } => Proc {
+                pid: child,
+                go: Some(write_end),
+                reaped: false,
+            },
+        }
+    }
+
+    /// Forks, moves the child into `cg`, and releases it.
+    pub fn spawn_in(cg: &Cgroup, work: Work) -> Proc {
+        let mut p = Proc::fork(work);
+        cg.attach(p.pid()).unwrap();
+        p.release();
+        p
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// Lets the child start its work.
+    pub fn release(&mut self) {
+        if let Some(fd) = self.go.take() {
+            nix::unistd::write(&fd, b"g").unwrap();
+        }
+    }
+
+    /// Waits for the child to end.
+    pub fn wait(&mut self) -> WaitStatus {
+        self.release();
+        let status = waitpid(self.pid, None).unwrap();
+        self.reaped = true;
+        status
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: Signal) {
+        let _ = kill(self.pid, signal);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+        }
+    }
+}
+
+fn child_work(work: Work) -> ! {
+    match work {
+        Work::Pause => pause_forever(),
+        Work::Exit(code) => exit(code),
+        Work::Alloc(bytes) => {
+            touch_anonymous(bytes);
+            pause_forever()
+        }
+        Work::Spin => {
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        Work::Fork(n) => {
+            let mut failed = 0;
+            for _ in 0..n {
+                // SAFETY: single-threaded child after fork; the grandchild only pauses.
+                match unsafe { fork() } {
+                    Ok(ForkResult::Child) => pause_forever(),
+                    Ok(ForkResult::Parent { .. }) => {}
+                    Err(_) => failed += 1,
+                }
+            }
+            exit(failed)
+        }
+        Work::SetsidFork => {
+            let _ = nix::unistd::setsid();
+            // SAFETY: as above.
+            let _ = unsafe { fork() };
+            pause_forever()
+        }
+    }
+}
+
+fn touch_anonymous(bytes: usize) {
+    use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+    let Some(len) = std::num::NonZeroUsize::new(bytes) else {
+        return;
+    };
+    // SAFETY: a fresh private anonymous mapping aliases nothing.
+    let Ok(ptr) = (unsafe {
+        mmap_anonymous(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    }) else {
+        exit(99)
+    };
+    let base = ptr.as_ptr().cast::<u8>();
+    for offset in (0..bytes).step_by(4096) {
+        // SAFETY: offset < len, inside the mapping just made; volatile so it is not elided.
+        unsafe { base.add(offset).write_volatile(1) };
+    }
+}
+
+fn pause_forever() -> ! {
+    loop {
+        nix::unistd::pause();
+    }
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and skips atexit handlers that a forked child must not run.
+    unsafe { nix::libc::_exit(code) }
+}
+
+/// Fills `dir` with a busybox root filesystem (busybox-static and its applet links).
+pub fn busybox_rootfs(dir: &Path) -> std::io::Result<()> {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or_else(|| std::io::Error::other("busybox not found"))?;
+    for sub in ["bin", "proc", "dev", "sys", "tmp", "etc", "root"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    std::fs::copy(busybox, dir.join("bin/busybox"))?;
+    let out = std::process::Command::new(busybox).arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet))?;
+        }
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    Ok(())
+}
+
+/// The open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// How many processes (zombies included) have this process as their parent.
+pub fn children_of_self() -> usize {
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    procs
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+            after.split_whitespace().nth(1) == Some(me.as_str())
+        })
+        .count()
+}
+
+/// utime + stime of a process, in clock ticks (from /proc/PID/stat).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}

@@ -256,6 +256,17 @@ impl Error {
         }
     }
 
+    /// An [`Error::InvalidValue`] for input a caller rejected (for use by crates built on
+    /// this one, so that all bad input reads alike).
+    ///
+    /// ```
+    /// let e = qube_cgroup::Error::invalid_input("memory limit", "2gb?", "unknown unit");
+    /// assert_eq!(e.to_string(), "invalid memory limit \"2gb?\": unknown unit");
+    /// ```
+    pub fn invalid_input(what: &'static str, value: &str, reason: impl Into<String>) -> Error {
+        Error::invalid(what, value, reason)
+    }
+
     /// The errno behind this error, when the kernel gave one.
     ///
     /// ```

@@ -1,5 +1,6 @@
 //! The [`Cgroup`] handle: create, open, children, attach, list processes, remove.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub const DROP_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Cgroup {
     pub(crate) dir: Dir,
-    pub(crate) remove_on_drop: bool,
+    pub(crate) remove_on_drop: AtomicBool,
 }
 
 impl Cgroup {
@@ -93,7 +94,7 @@ impl Cgroup {
     fn from_dir(dir: Dir) -> Cgroup {
         Cgroup {
             dir,
-            remove_on_drop: false,
+            remove_on_drop: AtomicBool::new(false),
         }
     }
 
@@ -110,8 +111,8 @@ impl Cgroup {
     pub fn create(&self, name: &str) -> Result<Cgroup> {
         validate_name(name)?;
         self.dir.mkdir(name)?;
-        let mut child = self.open_child(name)?;
-        child.remove_on_drop = true;
+        let child = self.open_child(name)?;
+        child.remove_on_drop.store(true, Ordering::Relaxed);
         Ok(child)
     }
 
@@ -201,8 +202,8 @@ impl Cgroup {
     /// assert!(!cg.removes_on_drop());
     /// # Ok::<(), qube_cgroup::Error>(())
     /// ```
-    pub fn persist(mut self) -> Cgroup {
-        self.remove_on_drop = false;
+    pub fn persist(self) -> Cgroup {
+        self.remove_on_drop.store(false, Ordering::Relaxed);
         self
     }
 
@@ -213,8 +214,8 @@ impl Cgroup {
     /// assert!(cg.removes_on_drop());
     /// # Ok::<(), qube_cgroup::Error>(())
     /// ```
-    pub fn remove_on_drop(mut self) -> Cgroup {
-        self.remove_on_drop = true;
+    pub fn remove_on_drop(self) -> Cgroup {
+        self.remove_on_drop.store(true, Ordering::Relaxed);
         self
     }
 
@@ -225,7 +226,7 @@ impl Cgroup {
     /// # Ok::<(), qube_cgroup::Error>(())
     /// ```
     pub fn removes_on_drop(&self) -> bool {
-        self.remove_on_drop
+        self.remove_on_drop.load(Ordering::Relaxed)
     }
 
     /// Moves a process (all its threads) into this cgroup.
@@ -311,7 +312,11 @@ impl Cgroup {
     pub fn remove(&self) -> Result<()> {
         let parent = self.dir.open_parent()?;
         match parent.rmdir(self.name()) {
-            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Ok(()) | Err(Errno::ENOENT) => {
+                // Gone: there is nothing left for the drop to clean up.
+                self.remove_on_drop.store(false, Ordering::Relaxed);
+                Ok(())
+            }
             Err(Errno::EBUSY) | Err(Errno::ENOTEMPTY) => Err(Error::Busy {
                 path: self.path().to_owned(),
                 pids: self.procs().unwrap_or_default(),

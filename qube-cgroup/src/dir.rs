@@ -29,6 +29,8 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
 
 /// Single-value files (memory.max, pids.current, ...) fit in this; no allocation to read them.
 const SMALL: usize = 128;
+/// Multi-line files are read a page at a time.
+const PAGE: usize = 4096;
 
 /// Set once `openat2` answered ENOSYS, so later opens go straight to the fallback.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
@@ -91,6 +93,9 @@ impl Dir {
                 Errno::EEXIST => Error::Exists {
                     path: self.join(name),
                 },
+                Errno::EAGAIN => Error::LimitReached {
+                    path: self.join(name),
+                },
                 e => classify_dir(Op::Create, &self.join(name), e),
             }
         })
@@ -124,6 +129,12 @@ impl Dir {
         self.open_flags(file, OFlag::O_RDONLY, Op::Open)
     }
 
+    /// Opens an interface file for reading and writing: a `*.pressure` file takes a PSI
+    /// trigger written to the same fd that is then polled.
+    pub(crate) fn open_file_rdwr(&self, file: &str) -> Result<OwnedFd> {
+        self.open_flags(file, OFlag::O_RDWR, Op::Open)
+    }
+
     fn open_flags(&self, file: &str, flags: OFlag, op: Op) -> Result<OwnedFd> {
         fcntl::openat(self.fd(), file, flags | FILE_FLAGS, Mode::empty())
             .map_err(|e| self.classify(op, file, None, e))
@@ -152,10 +163,11 @@ impl Dir {
         let mut buf = [0u8; SMALL];
         let mut len = 0;
         loop {
-            let n = unistd::read(fd.as_fd(), &mut buf[len..])
-                .map_err(|e| self.classify(Op::Read, file, None, e))?;
+            let n = unistd::read(fd.as_fd(), &mut buf[len..]).map_err(|e| self.classify(Op::Read, file, None, e))?;
             len += n;
-            if n == 0 || len == buf.len() {
+            // kernfs hands out a whole single-value file in one read: a short read that
+            // ends its line is the end, which saves the read that would return 0.
+            if n == 0 || len == buf.len() || buf[..len].ends_with(b"\n") {
                 break;
             }
         }
@@ -285,8 +297,9 @@ pub(crate) fn read_fd_into(fd: BorrowedFd<'_>, buf: &mut String) -> std::result:
 
 fn read_to_end(fd: BorrowedFd<'_>, bytes: &mut Vec<u8>) -> std::result::Result<(), Errno> {
     loop {
-        if bytes.capacity() - bytes.len() < SMALL {
-            bytes.reserve(bytes.capacity().max(SMALL * 4));
+        // A page at a time: memory.stat and friends then take one read plus the EOF read.
+        if bytes.capacity() - bytes.len() < PAGE {
+            bytes.reserve(PAGE);
         }
         let len = bytes.len();
         let spare = bytes.capacity() - len;

@@ -244,6 +244,17 @@ pub enum Error {
         /// The operating-system error.
         source: io::Error,
     },
+
+    /// Creating a cgroup was refused because the parent or an ancestor has reached its
+    /// `cgroup.max.descendants` or `cgroup.max.depth` limit (the kernel's EAGAIN).
+    #[error(
+        "create {path}: refused by cgroup.max.descendants or cgroup.max.depth \
+         (the parent or an ancestor allows no more descendants, or none this deep)"
+    )]
+    LimitReached {
+        /// The cgroup that could not be created.
+        path: PathBuf,
+    },
 }
 
 impl Error {

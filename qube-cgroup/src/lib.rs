@@ -50,20 +50,33 @@
 
 mod cgroup;
 mod controller;
+mod core;
 mod dir;
 mod error;
 mod events;
 mod freeze;
 mod guard;
+mod hugetlb;
 pub(crate) mod keyed;
 mod memory;
+mod misc;
 mod mount;
+mod pressure;
+mod rdma;
 mod value;
 
 pub use cgroup::{validate_name, Cgroup, DROP_TIMEOUT};
 pub use controller::{Controller, Controllers};
+pub use core::{CgroupStat, CgroupType};
 pub use error::{Error, Op, Result};
 pub use events::{CgroupEvents, Event, Watcher};
+pub use hugetlb::{HugePageSize, Hugetlb, HugetlbEvents};
 pub use memory::{Memory, MemoryEvents, MemoryStat};
+pub use misc::{Misc, MiscAmounts, MiscEvents, MiscLimits};
 pub use mount::Mounts;
+pub use pressure::{
+    Pressure, PressureAvg, PressureKind, PressureLine, PressureResource, PressureThreshold,
+    PressureTrigger,
+};
+pub use rdma::{Rdma, RdmaLimit, RdmaUsage};
 pub use value::{Bytes, Count, Flag, Max, Weight};

@@ -445,6 +445,16 @@ impl PressureThreshold {
     }
 }
 
+impl PressureThreshold {
+    /// Whether a process without CAP_SYS_RESOURCE may register it: since Linux 6.5 such
+    /// triggers ride on the 2-second averaging and need a window that is a multiple of 2s.
+    fn unprivileged_window(&self) -> bool {
+        self.window_us % UNPRIVILEGED_WINDOW_STEP_US == 0
+    }
+}
+
+const UNPRIVILEGED_WINDOW_STEP_US: u64 = 2_000_000;
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -644,6 +654,8 @@ impl Cgroup {
     /// in `kind` stall on `resource` within any `window` (psi.rst, "Monitoring for
     /// pressure thresholds"). The window must lie in 500ms..=10s and the stall must not
     /// exceed it; otherwise [`Error::InvalidValue`] and nothing is opened or written.
+    /// Without CAP_SYS_RESOURCE, Linux 6.5+ takes only windows that are a multiple of 2s;
+    /// its refusal of another window is an [`Error::InvalidValue`] that says so.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -663,23 +675,35 @@ impl Cgroup {
         let threshold = PressureThreshold::new(kind, stall, window)?;
         let file = resource.file();
         let fd = self.dir.open_file_rdwr(file)?;
+        self.write_trigger(&fd, file, threshold)?;
+        Ok(PressureTrigger {
+            fd,
+            path: self.path_of(file),
+            threshold,
+        })
+    }
+
+    fn write_trigger(&self, fd: &OwnedFd, file: &str, threshold: PressureThreshold) -> Result<()> {
         // The kernel parses the trigger as a C string; the NUL ends it whatever the
         // write's length (psi.rst's example writes strlen + 1 bytes as well).
         let line = format!("{threshold}\0");
-        let written = nix::unistd::write(&fd, line.as_bytes());
-        let error = |errno| {
-            self.dir
-                .classify(Op::Write, file, Some(threshold.to_string()), errno)
+        let errno = match nix::unistd::write(fd, line.as_bytes()) {
+            Ok(n) if n == line.len() => return Ok(()),
+            Ok(_) => Errno::EIO,
+            Err(e) => e,
         };
-        match written {
-            Ok(n) if n == line.len() => Ok(PressureTrigger {
-                fd,
-                path: self.path_of(file),
-                threshold,
-            }),
-            Ok(_) => Err(error(Errno::EIO)),
-            Err(e) => Err(error(e)),
+        // Our checks passed, so the one rule left for the kernel to refuse is privilege.
+        if errno == Errno::EINVAL && !threshold.unprivileged_window() {
+            return Err(Error::invalid(
+                "pressure trigger",
+                &threshold.to_string(),
+                "refused by the kernel: without CAP_SYS_RESOURCE (Linux 6.5+) the window \
+                 must be a multiple of 2s",
+            ));
         }
+        Err(self
+            .dir
+            .classify(Op::Write, file, Some(threshold.to_string()), errno))
     }
 }
 

@@ -300,3 +300,34 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     let fields: Vec<&str> = after_comm.split(' ').collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
+
+/// Forks a child that, once released, runs `work` and exits with its return value: for
+/// work the [`Work`] variants do not cover (thrashing memory, faulting huge pages). `work`
+/// runs in a forked copy of a multi-threaded test process, so it must only make raw
+/// syscalls: no allocation, no locks, no panics.
+pub fn fork_fn(work: fn() -> i32) -> Proc {
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    // SAFETY: the child waits on the pipe, then runs `work`, which by contract only makes
+    // raw syscalls, and leaves through _exit.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            drop(write_end);
+            let mut byte = [0u8; 1];
+            let _ = nix::unistd::read(read_end.as_fd(), &mut byte);
+            exit(work())
+        }
+        ForkResult::Parent { child } => Proc {
+            pid: child,
+            go: Some(write_end),
+            reaped: false,
+        },
+    }
+}
+
+/// [`fork_fn`], moved into `cg` and released.
+pub fn spawn_fn_in(cg: &Cgroup, work: fn() -> i32) -> Proc {
+    let mut p = fork_fn(work);
+    cg.attach(p.pid()).unwrap();
+    p.release();
+    p
+}

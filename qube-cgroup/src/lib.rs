@@ -24,6 +24,7 @@
 //! let job = parent.create("job-1")?;
 //! job.memory().set_max(Max::Limit(Bytes::gib(2)))?;
 //! job.memory().set_swap_max(Max::Limit(Bytes::gib(1)))?;
+//! job.pids().set_max(Max::Limit(256))?;
 //!
 //! let child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
 //! job.attach(child.id())?;
@@ -51,32 +52,42 @@
 mod cgroup;
 mod controller;
 mod core;
+mod cpu;
+mod cpuset;
 mod dir;
 mod error;
 mod events;
 mod freeze;
 mod guard;
 mod hugetlb;
+mod io;
 pub(crate) mod keyed;
 mod memory;
 mod misc;
 mod mount;
+mod pids;
 mod pressure;
 mod rdma;
+mod resources;
 mod value;
 
 pub use cgroup::{validate_name, Cgroup, DROP_TIMEOUT};
 pub use controller::{Controller, Controllers};
 pub use core::{CgroupStat, CgroupType};
+pub use cpu::{Cpu, CpuMax, CpuStat, Nice};
+pub use cpuset::{CpuList, Cpuset, Partition};
 pub use error::{Error, Op, Result};
 pub use events::{CgroupEvents, Event, Watcher};
 pub use hugetlb::{HugePageSize, Hugetlb, HugetlbEvents};
+pub use io::{Device, DeviceIoStat, Io, IoMax, IoStat, IoWeight};
 pub use memory::{Memory, MemoryEvents, MemoryStat};
 pub use misc::{Misc, MiscAmounts, MiscEvents, MiscLimits};
 pub use mount::Mounts;
+pub use pids::{Pids, PidsEvents};
 pub use pressure::{
     Pressure, PressureAvg, PressureKind, PressureLine, PressureResource, PressureThreshold,
     PressureTrigger,
 };
 pub use rdma::{Rdma, RdmaLimit, RdmaUsage};
+pub use resources::Resources;
 pub use value::{Bytes, Count, Flag, Max, Weight};

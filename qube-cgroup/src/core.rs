@@ -40,6 +40,11 @@ pub enum CgroupType {
 
 impl CgroupType {
     /// Every type, in the order cgroup-v2.rst lists them.
+    ///
+    /// ```
+    /// use qube_cgroup::CgroupType;
+    /// assert!(CgroupType::ALL.iter().all(|t| t.as_str().parse::<CgroupType>().unwrap() == *t));
+    /// ```
     pub const ALL: [CgroupType; 4] = [
         CgroupType::Domain,
         CgroupType::DomainThreaded,

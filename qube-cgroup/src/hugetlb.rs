@@ -38,8 +38,16 @@ const GB: u64 = 1 << 30;
 
 impl HugePageSize {
     /// 2 MiB pages (x86-64, arm64 with 4K base pages).
+    ///
+    /// ```
+    /// assert_eq!(qube_cgroup::HugePageSize::SIZE_2M.to_string(), "2MB");
+    /// ```
     pub const SIZE_2M: HugePageSize = HugePageSize(Bytes(2 * MB));
     /// 1 GiB pages (x86-64, arm64 with 4K base pages).
+    ///
+    /// ```
+    /// assert_eq!(qube_cgroup::HugePageSize::SIZE_1G.bytes(), qube_cgroup::Bytes::gib(1));
+    /// ```
     pub const SIZE_1G: HugePageSize = HugePageSize(Bytes(GB));
 
     /// A page size; it must be a power of two of at least 1 KiB.

@@ -34,6 +34,11 @@ pub enum PressureResource {
 
 impl PressureResource {
     /// Every resource.
+    ///
+    /// ```
+    /// let files: Vec<_> = qube_cgroup::PressureResource::ALL.iter().map(|r| r.file()).collect();
+    /// assert_eq!(files, ["cpu.pressure", "memory.pressure", "io.pressure"]);
+    /// ```
     pub const ALL: [PressureResource; 3] = [
         PressureResource::Cpu,
         PressureResource::Memory,
@@ -147,6 +152,10 @@ pub struct PressureAvg(u32);
 
 impl PressureAvg {
     /// No stall at all.
+    ///
+    /// ```
+    /// assert_eq!(qube_cgroup::PressureAvg::ZERO.to_string(), "0.00");
+    /// ```
     pub const ZERO: PressureAvg = PressureAvg(0);
 
     /// An average of `n` hundredths of a percent.

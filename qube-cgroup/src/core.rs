@@ -112,7 +112,8 @@ flat_stats! {
 const HIERARCHY_LIMIT_CAP: u64 = i32::MAX as u64;
 
 impl Cgroup {
-    /// The cgroup's type (`cgroup.type`, which the root does not have).
+    /// The cgroup's type (`cgroup.type`). The root has no such file, so reading it there
+    /// gives [`Error::Unsupported`]; the root is exempt from the threaded rules.
     ///
     /// ```no_run
     /// use qube_cgroup::{Cgroup, CgroupType};

@@ -9,6 +9,8 @@ use qube_testkit::{scratch, v2_root, Proc, Work};
 #[test]
 fn a_threaded_child_makes_its_parent_the_thread_root() {
     let Some(root) = v2_root() else { return };
+    // "cgroup.type: A read-write single value file which exists on non-root cgroups."
+    assert!(matches!(root.cgroup_type(), Err(Error::Unsupported { .. })));
     let domain = scratch(&root, "thread-root");
     let worker = domain.create("worker").unwrap();
     assert_eq!(worker.cgroup_type().unwrap(), CgroupType::Domain);

@@ -78,6 +78,9 @@ pub(crate) struct ChildPlan {
     pub(crate) report: RawFd,
     /// Write end of the reaper's status pipe.
     pub(crate) status: Option<RawFd>,
+    /// In a new user namespace: become its (mapped) root before touching any file, since
+    /// files cannot be created by an unmapped owner (EOVERFLOW).
+    pub(crate) become_namespace_root: bool,
     pub(crate) unshare_cgroup: bool,
     pub(crate) hostname: Option<CString>,
     pub(crate) loopback_up: bool,
@@ -97,6 +100,15 @@ pub(crate) struct Ids {
     pub(crate) uid: libc::uid_t,
     pub(crate) gid: libc::gid_t,
     pub(crate) groups: Vec<libc::gid_t>,
+}
+
+impl Ids {
+    /// uid and gid 0, no supplementary groups.
+    const NAMESPACE_ROOT: Ids = Ids {
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+    };
 }
 
 /// The `execve` arguments. `candidates` are full paths tried in order (the `PATH`
@@ -148,6 +160,9 @@ pub(crate) fn run(plan: &ChildPlan) -> ! {
 fn set_up_and_exec(plan: &ChildPlan) -> Result<Infallible, Failure> {
     reset_signal_dispositions();
     wait_for_parent(plan)?;
+    if plan.become_namespace_root {
+        switch_ids(&Ids::NAMESPACE_ROOT)?;
+    }
     if plan.unshare_cgroup {
         // SAFETY: unshare takes flags only.
         let ret = unsafe { libc::unshare(libc::CLONE_NEWCGROUP) };

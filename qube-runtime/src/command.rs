@@ -566,6 +566,7 @@ impl Command {
             parent_go_end: None,
             report: -1,
             status: None,
+            become_namespace_root: namespaces.contains(Namespaces::USER),
             unshare_cgroup: namespaces.contains(Namespaces::CGROUP),
             hostname: self.hostname.as_deref().map(c_str).transpose()?,
             loopback_up: namespaces.contains(Namespaces::NET),

@@ -309,7 +309,13 @@ fn only_stdio_is_inherited() {
         .split_whitespace()
         .map(|f| f.parse().unwrap())
         .collect();
-    assert_eq!(fds, [0, 1, 2], "inherited {fds:?}, the leaky one was {fd}");
+    // 3 is the directory the shell opened to expand the glob.
+    assert!(
+        fd > 3 && !fds.contains(&fd),
+        "the leaky fd {fd} was inherited: {fds:?}"
+    );
+    assert_eq!(fds[..3], [0, 1, 2]);
+    assert!(fds.len() <= 4, "{fds:?}");
 }
 
 #[test]

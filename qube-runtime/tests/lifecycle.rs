@@ -78,9 +78,11 @@ fn stop_ends_the_whole_tree_including_a_setsid_grandchild() {
     let Some(root) = require_vm!() else { return };
     let parent = scratch(&root, "stop");
     let fs = rootfs();
-    // No pid namespace: the cgroup alone must find the escaped session.
+    // No pid namespace: the cgroup alone must find the escaped session. The grandchild
+    // prints its pid once it leads its own session.
+    let script = "setsid sh -c 'echo $$; exec sleep 1000' & wait";
     let mut c = Command::new("/bin/sh")
-        .args(["-c", "setsid sleep 1000 & echo $!; wait"])
+        .args(["-c", script])
         .rootfs(fs.path())
         .cgroup(&parent, "c")
         .stdout(Stdio::Piped)
@@ -88,8 +90,16 @@ fn stop_ends_the_whole_tree_including_a_setsid_grandchild() {
         .unwrap();
     let grandchild: u32 = read_line(&mut c).parse().unwrap();
     assert!(c.cgroup().procs().unwrap().contains(&grandchild));
-    let session = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap();
-    assert!(session.contains("sleep"), "{session}");
+    let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap();
+    let session = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(3)
+        .unwrap();
+    assert_eq!(
+        session,
+        grandchild.to_string(),
+        "not a session leader: {stat}"
+    );
     let status = c.stop(Duration::from_secs(10)).unwrap();
     assert_eq!(status.signal(), Some(Signal::SIGTERM), "{status}");
     assert!(c.cgroup().procs().unwrap().is_empty());

@@ -67,6 +67,11 @@ pub enum Command {
         #[arg(short, long, default_value_t = 10)]
         timeout: u64,
     },
+    /// Wait until a container ends and print how it ended.
+    Wait {
+        /// Id, id prefix or name.
+        container: String,
+    },
     /// Send a signal to a container (SIGKILL ends all its processes at once).
     Kill {
         /// Id, id prefix or name.

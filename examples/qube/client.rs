@@ -96,6 +96,13 @@ pub fn run(socket: &Path, command: Command) -> Result<(), Fail> {
                 other => unexpected(other),
             }
         }
+        Command::Wait { container } => match daemon.call(Request::Wait { target: container })? {
+            Reply::Stopped { container } => print(&format!(
+                "{}\n",
+                format::status_long(container.record.status)
+            )),
+            other => unexpected(other),
+        },
         Command::Kill { container, signal } => {
             let request = Request::Kill {
                 target: container.clone(),

@@ -27,6 +27,9 @@ use crate::usage;
 /// How long a cgroup may take to empty after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(30);
 
+/// How long the end of a container's output may take to reach its log.
+const LOG_DRAIN_WAIT: Duration = Duration::from_secs(5);
+
 /// The longest pause before a restart; pauses double from 100 ms up to it.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -89,19 +92,24 @@ impl Slot {
         record.clone()
     }
 
-    /// Waits until `done` holds for the record or the time is up; says whether it holds.
+    /// Waits until `done` holds for the record or the time is up (`Duration::MAX`: no
+    /// limit); says whether it holds.
     fn wait_until(&self, timeout: Duration, done: impl Fn(&Record) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let mut record = lock(&self.record);
         while !done(&record) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            record = self
-                .changed
-                .wait_timeout(record, left)
-                .map_or_else(|p| p.into_inner().0, |(r, _)| r);
+            record = match deadline {
+                None => self.changed.wait(record).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.changed
+                        .wait_timeout(record, left)
+                        .map_or_else(|p| p.into_inner().0, |(r, _)| r)
+                }
+            };
         }
         true
     }
@@ -143,6 +151,12 @@ impl Manager {
                     .map(|view| Reply::Stopped {
                         container: Box::new(view),
                     })
+            }),
+            Request::Wait { target } => self.find(&target).map(|slot| {
+                slot.wait_until(Duration::MAX, |r| !r.status.is_live());
+                Reply::Stopped {
+                    container: Box::new(self.view(&slot)),
+                }
             }),
             Request::Kill { target, signal } => self
                 .find(&target)
@@ -397,11 +411,13 @@ impl Manager {
     fn watch(&self, slot: &Arc<Slot>, launched: &Launched, output: File) {
         *lock(&slot.pidfd) = launched.pidfd().try_clone_to_owned().ok();
         let log = slot.log.clone();
+        log.pump_starting();
         let pumped = thread::Builder::new()
             .name(format!("log-{}", lock(&slot.record).id))
             .spawn(move || log.pump(output));
         if let Err(e) = pumped {
             self::log(&format!("cannot start the log thread: {e}"));
+            slot.log.pump_ended();
         }
     }
 
@@ -425,6 +441,9 @@ impl Manager {
         }
         *lock(&slot.pidfd) = None;
         drop(running);
+        // Every process is gone, so the output pipe has no writer left: the pump is at
+        // its end, and the log is whole before the end is recorded.
+        slot.log.wait_drained(LOG_DRAIN_WAIT);
         ContainerRootfs::new(&slot.dir).unmount();
         let record = slot.update(&self.state, |r| {
             r.status = status;

@@ -1,14 +1,22 @@
 //! The one place that talks to qube-runtime: starting a container, adopting one after a
-//! daemon restart, waiting for it. (Stand-in until qube-runtime's `Command` lands.)
+//! daemon restart, waiting for it.
 
 use std::fs::File;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 use qube_cgroup::Cgroup;
+use qube_runtime::{Command, Container, Namespaces, Network, Stdio};
 
 use crate::protocol::Failure;
 use crate::state::Record;
+
+/// The namespaces of every container; `--isolated` adds a network namespace.
+const NAMESPACES: Namespaces = Namespaces::PID
+    .union(Namespaces::MOUNT)
+    .union(Namespaces::UTS)
+    .union(Namespaces::IPC)
+    .union(Namespaces::CGROUP);
 
 /// How a container's first process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -17,59 +25,93 @@ pub struct Exit {
     pub code: Option<i32>,
     /// The signal that killed it.
     pub signal: Option<i32>,
-    /// The OOM killer ended it.
+    /// The OOM killer ended a process of the container.
     pub oom_killed: bool,
 }
 
 /// A started (or adopted) container.
 #[derive(Debug)]
 pub struct Launched {
-    pid: u32,
-    pidfd: std::os::fd::OwnedFd,
-    cgroup: Cgroup,
+    container: Container,
 }
 
 impl Launched {
     /// The first process's pid.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.container.pid()
     }
 
     /// The first process's pidfd.
     pub fn pidfd(&self) -> BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.pidfd.as_fd()
+        self.container.pidfd()
     }
 
     /// The container's cgroup.
     pub fn cgroup(&self) -> &Cgroup {
-        &self.cgroup
+        self.container.cgroup()
     }
 
-    /// Blocks until the first process ends.
+    /// Blocks until the first process ends. For a container adopted from an earlier
+    /// daemon the exit code cannot be known (it was not our child): only OOM kills are.
     pub fn wait(&mut self) -> Exit {
-        Exit::default()
+        match self.container.wait() {
+            Ok(status) => Exit {
+                code: status.code(),
+                signal: status.signal().map(|s| s as i32),
+                oom_killed: status.oom_killed(),
+            },
+            Err(e) => {
+                crate::daemon::log(&format!("waiting for pid {}: {e}", self.pid()));
+                Exit::default()
+            }
+        }
     }
 }
 
-/// Starts the container `record` describes on `rootfs`, in a new child of `parent` named
-/// by its id, with the output going to `output`.
+/// Starts the container `record` describes on `rootfs`: `/bin/sh -c` its command, in a
+/// new child of `parent` named by its id with its limits written before it runs, stdout
+/// and stderr into `output`.
 pub fn start(
     record: &Record,
-    _rootfs: &Path,
-    _parent: &Cgroup,
-    _output: File,
+    rootfs: &Path,
+    parent: &Cgroup,
+    output: File,
 ) -> Result<Launched, Failure> {
-    Err(Failure::runtime(format!(
-        "cannot start container {}: the runtime is not built in",
-        record.id
-    )))
+    let fail = |e: &dyn std::fmt::Display| {
+        Failure::runtime(format!("cannot start container {}: {e}", record.id))
+    };
+    let errors = output.try_clone().map_err(|e| fail(&e))?;
+    let network = if record.isolated {
+        Network::Isolated
+    } else {
+        Network::Host
+    };
+    let mut command = Command::new("/bin/sh")
+        .args(["-c", record.command.as_str()])
+        .env("HOSTNAME", record.name.as_str())
+        .namespaces(NAMESPACES)
+        .network(network)
+        .hostname(record.name.as_str())
+        .rootfs(rootfs)
+        .cgroup(parent, record.id.as_str())
+        .resources(record.limits.resources())
+        .stdin(Stdio::Null)
+        .stdout(Stdio::File(output))
+        .stderr(Stdio::File(errors));
+    for var in &record.env {
+        command = command.env(&var.key, &var.value);
+    }
+    for volume in &record.volumes {
+        command = command.bind(&volume.host, &volume.container, volume.readonly);
+    }
+    let container = command.spawn().map_err(|e| fail(&e))?;
+    Ok(Launched { container })
 }
 
-/// Takes over a container that an earlier daemon started.
+/// Takes over a container that an earlier daemon started: qube-runtime opens a pidfd for
+/// `pid` and checks that the process is in `cgroup`, so a reused pid is never trusted.
 pub fn adopt(pid: u32, cgroup: &Path) -> Result<Launched, String> {
-    Err(format!(
-        "cannot adopt pid {pid} in {}: the runtime is not built in",
-        cgroup.display()
-    ))
+    Container::adopt(pid, cgroup)
+        .map(|container| Launched { container })
+        .map_err(|e| e.to_string())
 }

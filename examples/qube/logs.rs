@@ -12,7 +12,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::stat::Mode;
@@ -57,6 +58,7 @@ pub struct Log {
     dir: PathBuf,
     max: u64,
     inner: Mutex<Inner>,
+    drained: Condvar,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +66,8 @@ struct Inner {
     file: Option<File>,
     size: u64,
     followers: Vec<Sender<Vec<u8>>>,
+    /// Pumps started and not yet at the end of their output.
+    pumps: usize,
 }
 
 impl Log {
@@ -77,7 +81,23 @@ impl Log {
                 size,
                 ..Inner::default()
             }),
+            drained: Condvar::new(),
         }
+    }
+
+    /// Counts a pump about to start, before its thread runs, so that
+    /// [`wait_drained`](Log::wait_drained) cannot miss it.
+    pub fn pump_starting(&self) {
+        self.lock().pumps += 1;
+    }
+
+    /// Waits until every pump has copied all the output (its writers are gone), so a
+    /// container recorded as ended has its whole log.
+    pub fn wait_drained(&self, timeout: Duration) {
+        let inner = self.lock();
+        let _ = self
+            .drained
+            .wait_timeout_while(inner, timeout, |inner| inner.pumps > 0);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -87,7 +107,7 @@ impl Log {
     }
 
     /// Copies everything from `reader` into the log until every writer is gone; then
-    /// ends the followers.
+    /// ends the followers. Call [`pump_starting`](Log::pump_starting) first.
     pub fn pump(self: Arc<Log>, mut reader: File) {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -101,7 +121,15 @@ impl Log {
                 }
             }
         }
-        self.lock().followers.clear();
+        self.pump_ended();
+    }
+
+    /// A pump is done (or never started): its followers end with it.
+    pub fn pump_ended(&self) {
+        let mut inner = self.lock();
+        inner.followers.clear();
+        inner.pumps = inner.pumps.saturating_sub(1);
+        self.drained.notify_all();
     }
 
     /// Appends output, rotating when the current file would grow past the bound; chunks
@@ -171,12 +199,14 @@ mod tests {
         let (reader, mut writer) = create_pipe(tmp.path()).unwrap();
         let log = Arc::new(Log::new(tmp.path(), 1 << 20));
         let (_, follower) = log.read(true, true);
+        log.pump_starting();
         let pump = std::thread::spawn({
             let log = log.clone();
             move || log.pump(reader)
         });
         writer.write_all(b"hello\n").unwrap();
         drop(writer);
+        log.wait_drained(Duration::from_secs(10));
         pump.join().unwrap();
         let follower = follower.unwrap();
         assert_eq!(follower.recv().unwrap(), b"hello\n");

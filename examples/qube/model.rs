@@ -9,67 +9,7 @@ use std::str::FromStr;
 use qube_cgroup::{Bytes, Max};
 use serde::{Deserialize, Serialize};
 
-pub use cpu_stand_in::CpuMax;
-
-/// `cpu.max` until qube-cgroup's own type lands: `$QUOTA $PERIOD` in microseconds.
-mod cpu_stand_in {
-    use std::fmt;
-    use std::str::FromStr;
-
-    /// A CPU bandwidth limit.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct CpuMax {
-        quota_usec: Option<u64>,
-        period_usec: u64,
-    }
-
-    impl CpuMax {
-        const PERIOD: u64 = 100_000;
-
-        /// `n` CPUs' worth of time per period.
-        pub fn cpus(n: f64) -> CpuMax {
-            CpuMax {
-                quota_usec: Some((n * CpuMax::PERIOD as f64).round() as u64),
-                period_usec: CpuMax::PERIOD,
-            }
-        }
-
-        /// The limit in CPUs, `None` for no limit.
-        pub fn as_cpus(&self) -> Option<f64> {
-            self.quota_usec.map(|q| q as f64 / self.period_usec as f64)
-        }
-    }
-
-    impl fmt::Display for CpuMax {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            match self.quota_usec {
-                Some(q) => write!(f, "{q} {}", self.period_usec),
-                None => write!(f, "max {}", self.period_usec),
-            }
-        }
-    }
-
-    impl FromStr for CpuMax {
-        type Err = qube_cgroup::Error;
-        fn from_str(s: &str) -> Result<CpuMax, qube_cgroup::Error> {
-            let bad = || qube_cgroup::Error::InvalidValue {
-                what: "cpu.max",
-                value: s.to_owned(),
-                reason: "expected `QUOTA PERIOD`".into(),
-            };
-            let (quota, period) = s.split_once(' ').ok_or_else(bad)?;
-            let period_usec = period.parse().map_err(|_| bad())?;
-            let quota_usec = match quota {
-                "max" => None,
-                q => Some(q.parse().map_err(|_| bad())?),
-            };
-            Ok(CpuMax {
-                quota_usec,
-                period_usec,
-            })
-        }
-    }
-}
+pub use qube_cgroup::CpuMax;
 
 /// The memory limit a container gets unless `--memory` says otherwise.
 pub const DEFAULT_MEMORY_MAX: Bytes = Bytes::gib(2);
@@ -104,10 +44,10 @@ impl FromStr for Name {
             "it is empty"
         } else if s.len() > 64 {
             "it is longer than 64 characters"
-        } else if s.contains('/') {
-            "it contains `/`"
         } else if s.contains("..") {
             "it contains `..`"
+        } else if s.contains('/') {
+            "it contains `/`"
         } else if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
             "it must start with a letter or a digit"
         } else if let Some(c) = s
@@ -286,6 +226,18 @@ impl Limits {
             swap_max: asked.swap.unwrap_or(Max::Limit(DEFAULT_SWAP_MAX)),
             cpu_max: asked.cpus,
             pids_max: asked.pids.unwrap_or(Max::Max),
+        }
+    }
+
+    /// The limits as qube-runtime writes them to the container's cgroup (the one place
+    /// they reach the kernel).
+    pub fn resources(&self) -> qube_cgroup::Resources {
+        qube_cgroup::Resources {
+            memory_max: Some(self.memory_max),
+            memory_swap_max: Some(self.swap_max),
+            cpu_max: self.cpu_max,
+            pids_max: Some(self.pids_max),
+            ..qube_cgroup::Resources::default()
         }
     }
 }

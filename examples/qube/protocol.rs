@@ -51,6 +51,11 @@ pub enum Request {
         /// Seconds between SIGTERM and SIGKILL.
         timeout_secs: u64,
     },
+    /// Wait until the container ends.
+    Wait {
+        /// Its id, id prefix or name.
+        target: String,
+    },
     /// Send a signal.
     Kill {
         /// Its id, id prefix or name.
@@ -353,6 +358,9 @@ mod tests {
             Request::Kill {
                 target: "web".into(),
                 signal: 9,
+            },
+            Request::Wait {
+                target: "web".into(),
             },
             Request::Remove {
                 target: "web".into(),

@@ -1,0 +1,548 @@
+//! End to end: the real `qube` binary against a real daemon, in the VM (`scripts/vm test`).
+//!
+//! Each test starts its own daemon with its own socket, state directory and cgroup root,
+//! so the tests run in parallel, and stops it at the end. Nothing sleeps to synchronise:
+//! the daemon is ready when it prints its readiness line, and `qube wait` / `qube stop`
+//! return when the daemon has recorded the container's end.
+#![allow(clippy::unwrap_used)] // test helpers: a failed step should abort the test loudly
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::time::Duration;
+
+use qube_cgroup::Cgroup;
+use serde_json::Value;
+
+const QUBE: &str = env!("CARGO_BIN_EXE_qube");
+
+/// The unprivileged user of the VM.
+const QUBETEST_UID: u32 = 1000;
+
+/// A daemon of this test's own, killed and cleaned up on drop.
+struct Daemon {
+    dir: tempfile::TempDir,
+    cgroup_root: String,
+    root: Cgroup,
+    child: Option<Child>,
+    /// Held so the daemon never writes into a closed pipe.
+    _stdout: Option<BufReader<ChildStdout>>,
+}
+
+impl Daemon {
+    fn start(root: &Cgroup, test: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("qube-cli-{test}-"))
+            .tempdir()
+            .unwrap();
+        let root = Cgroup::open(root.path()).unwrap();
+        let mut daemon = Daemon {
+            dir,
+            cgroup_root: format!("qube-cli-{test}-{}", std::process::id()),
+            root,
+            child: None,
+            _stdout: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("qube.sock")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    /// The cgroup that holds this daemon's containers.
+    fn cgroups(&self) -> PathBuf {
+        self.root.path().join(&self.cgroup_root)
+    }
+
+    /// Starts the daemon process and waits for its readiness line.
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
+        let mut child = Command::new(QUBE)
+            .arg("daemon")
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--state-dir")
+            .arg(self.state())
+            .arg("--cgroup-root")
+            .arg(&self.cgroup_root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        self.child = Some(child);
+        assert!(
+            line.starts_with("qube daemon: listening on"),
+            "the daemon did not start: {line:?}\n{}",
+            self.daemon_log()
+        );
+        self._stdout = Some(stdout);
+    }
+
+    fn daemon_log(&self) -> String {
+        fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// Runs `qube ARGS --socket S`.
+    fn qube(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(QUBE);
+        cmd.args(args).arg("--socket").arg(self.socket());
+        cmd
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.qube(args);
+        assert!(
+            out.status.success(),
+            "qube {args:?} failed ({}): {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.daemon_log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and reaps it.
+    fn crash(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self._stdout = None;
+    }
+
+    /// Stops the daemon with SIGTERM and checks it exits cleanly.
+    fn stop(&mut self) {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "daemon exit {status}:\n{}",
+            self.daemon_log()
+        );
+        assert!(!self.socket().exists(), "the socket is removed at exit");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("daemon log:\n{}", self.daemon_log());
+        }
+        if let Ok(cg) = Cgroup::open(self.cgroups()) {
+            let _ = cg.kill_and_remove(Duration::from_secs(10));
+        }
+        unmount_below(self.dir.path());
+    }
+}
+
+/// Unmounts whatever a failed test left mounted below `dir` (overlay root filesystems),
+/// so the temporary directory can be removed.
+fn unmount_below(dir: &Path) {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for point in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+        if Path::new(point).starts_with(dir) {
+            let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
+fn process_exists(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn read_trimmed(path: &Path) -> String {
+    fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A gzipped tarball of a busybox root filesystem, as `docker export | gzip` would give.
+fn busybox_tarball(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    fs::create_dir(&rootfs).unwrap();
+    qube_testkit::busybox_rootfs(&rootfs).unwrap();
+    let path = dir.join("alpine.tar.gz");
+    let gz = flate2::write::GzEncoder::new(
+        fs::File::create(&path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", &rootfs).unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
+    path
+}
+
+/// The manual check: defaults of 2 GiB memory and 1 GiB swap, shown by `info`,
+/// and nothing left after `stop`.
+#[test]
+fn a_container_gets_the_default_limits_and_stop_leaves_nothing() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "defaults");
+    let tarball = busybox_tarball(daemon.dir.path());
+    let imported = daemon.ok(&["image", "import", "alpine", tarball.to_str().unwrap()]);
+    assert!(imported.starts_with("imported alpine"), "{imported}");
+
+    let id = daemon
+        .ok(&["run", "--image", "alpine", "--cmd", "sleep 60"])
+        .trim()
+        .to_owned();
+    assert_eq!(id.len(), 12, "{id:?}");
+    let cgroup = daemon.cgroups().join(&id);
+    assert_eq!(read_trimmed(&cgroup.join("memory.max")), "2147483648");
+    assert_eq!(read_trimmed(&cgroup.join("memory.swap.max")), "1073741824");
+
+    let info = daemon.ok(&["info", &id]);
+    let memory = info.lines().find(|l| l.starts_with("Memory:")).unwrap();
+    assert!(memory.contains(" / 2048.00 MB ("), "{info}");
+    assert!(
+        info.contains("Swap:        0.00 MB / 1024.00 MB (0.0%)"),
+        "{info}"
+    );
+    assert!(info.contains("Status:      running"), "{info}");
+    assert!(info.contains("Image:       alpine"), "{info}");
+    assert!(info.contains("Command:     sleep 60"), "{info}");
+    assert!(
+        info.contains(&format!("Cgroup:      {}", cgroup.display())),
+        "{info}"
+    );
+
+    let list = daemon.ok(&["list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&id) && l.contains("running")),
+        "{list}"
+    );
+    let stats = daemon.ok(&["stats", "--no-stream"]);
+    assert!(stats.contains(&id) && stats.contains("/ 2GiB"), "{stats}");
+
+    let view = daemon.json(&["info", &id, "--json"]);
+    let pid = view["pid"].as_u64().unwrap();
+    assert!(process_exists(pid));
+
+    let stopped = daemon.ok(&["stop", &id, "--timeout", "5"]);
+    assert!(stopped.starts_with(&id), "{stopped}");
+    assert!(!cgroup.exists(), "the container's cgroup is removed");
+    assert!(!process_exists(pid), "its process is gone");
+    assert_eq!(
+        fs::read_dir(daemon.cgroups())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count(),
+        0
+    );
+
+    // The record, status and final figures stay until `rm`.
+    let info = daemon.ok(&["info", &id]);
+    assert!(
+        info.contains("Status:      killed by signal 15 (SIGTERM)"),
+        "{info}"
+    );
+    assert!(info.contains("Resource Usage (when it stopped"), "{info}");
+    daemon.ok(&["rm", &id]);
+    assert_eq!(daemon.json(&["list", "--json"]), serde_json::json!([]));
+    daemon.stop();
+}
+
+#[test]
+fn output_goes_to_the_logs_and_the_exit_code_is_kept() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "logs");
+    daemon.ok(&["image", "import", "alpine", "--busybox"]);
+    let id = daemon
+        .ok(&[
+            "run",
+            "--name",
+            "talker",
+            "--image",
+            "alpine",
+            "--env",
+            "GREETING=hello",
+            "--cmd",
+            "echo $GREETING from $(hostname); echo oops >&2; exit 3",
+        ])
+        .trim()
+        .to_owned();
+    assert_eq!(daemon.ok(&["wait", "talker"]), "exited with code 3\n");
+    assert_eq!(daemon.ok(&["logs", &id]), "hello from talker\noops\n");
+    assert_eq!(
+        daemon.ok(&["logs", "-f", "talker"]),
+        "hello from talker\noops\n"
+    );
+    assert!(!daemon.cgroups().join(&id).exists());
+
+    let taken = daemon.qube(&[
+        "run", "--name", "talker", "--image", "alpine", "--cmd", "true",
+    ]);
+    assert_eq!(taken.status.code(), Some(1), "{}", stderr(&taken));
+    assert!(stderr(&taken).contains("in use"), "{}", stderr(&taken));
+    daemon.stop();
+}
+
+#[test]
+fn a_memory_hog_is_reported_oom_killed() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "oom");
+    daemon.ok(&["image", "import", "alpine", "--busybox"]);
+    let id = daemon
+        .ok(&[
+            "run",
+            "--image",
+            "alpine",
+            "--memory",
+            "64M",
+            "--swap",
+            "0",
+            "--cmd",
+            "x=a; while :; do x=$x$x; done",
+        ])
+        .trim()
+        .to_owned();
+    let cgroup = daemon.cgroups().join(&id);
+    assert_eq!(read_trimmed(&cgroup.join("memory.max")), "67108864");
+    assert_eq!(read_trimmed(&cgroup.join("memory.swap.max")), "0");
+    let ended = daemon.ok(&["wait", &id]);
+    assert!(ended.starts_with("OOM-killed"), "{ended}");
+    let info = daemon.ok(&["info", &id]);
+    assert!(info.contains("Status:      OOM-killed"), "{info}");
+    assert!(
+        info.contains("Memory:      ") && info.contains("/ 64.00 MB"),
+        "{info}"
+    );
+    let kills = info
+        .lines()
+        .find_map(|l| l.strip_prefix("OOM kills:"))
+        .unwrap();
+    assert!(kills.trim().parse::<u64>().unwrap() >= 1, "{info}");
+    assert!(!cgroup.exists());
+    daemon.stop();
+}
+
+#[test]
+fn bad_input_exits_2_and_creates_nothing() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "badinput");
+    daemon.ok(&["image", "import", "alpine", "--busybox"]);
+    for (args, says) in [
+        (
+            &[
+                "run", "--memory", "2gb?", "--image", "alpine", "--cmd", "true",
+            ][..],
+            "2gb?",
+        ),
+        (
+            &["run", "--image", "nosuch", "--cmd", "true"],
+            "unknown image",
+        ),
+        (&["run", "--image", "../etc", "--cmd", "true"], "`..`"),
+        (&["run", "--image", "a/b", "--cmd", "true"], "`/`"),
+        (
+            &["run", "--name", "x/y", "--image", "alpine", "--cmd", "true"],
+            "`/`",
+        ),
+        (&["info", "nosuch"], "no such container"),
+        (&["image", "import", "bad/name", "--busybox"], "`/`"),
+    ] {
+        let out = daemon.qube(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(daemon.json(&["list", "--json"]), serde_json::json!([]));
+    assert_eq!(
+        fs::read_dir(daemon.state().join("containers"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let cgroups: Vec<_> = fs::read_dir(daemon.cgroups())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert!(cgroups.is_empty(), "{cgroups:?}");
+    daemon.stop();
+}
+
+#[test]
+fn a_non_root_client_is_refused() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "nonroot");
+    let as_qubetest = |args: &[&str]| -> Output {
+        daemon
+            .command(args)
+            .uid(QUBETEST_UID)
+            .gid(QUBETEST_UID)
+            .current_dir("/")
+            .output()
+            .unwrap()
+    };
+    // The socket is 0600: connecting is refused by the kernel.
+    let mode = fs::metadata(daemon.socket()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let out = as_qubetest(&["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("qube needs root"), "{}", stderr(&out));
+
+    // Opened up by mistake, the daemon still refuses by the peer's credentials.
+    fs::set_permissions(daemon.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(daemon.socket(), fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_qubetest(&["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("qube needs root, and this client runs as uid 1000"),
+        "{}",
+        stderr(&out)
+    );
+    daemon.stop();
+}
+
+#[test]
+fn a_restarted_daemon_adopts_running_containers_and_removes_orphans() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "restart");
+    daemon.ok(&["image", "import", "alpine", "--busybox"]);
+    let id = daemon
+        .ok(&[
+            "run",
+            "--name",
+            "survivor",
+            "--image",
+            "alpine",
+            "--cmd",
+            "echo started; exec sleep 600",
+        ])
+        .trim()
+        .to_owned();
+    let before = daemon.json(&["info", &id, "--json"]);
+    let pid = before["pid"].as_u64().unwrap();
+
+    daemon.crash();
+    // A cgroup no record owns, with a process in it, as a crash mid-start could leave.
+    let orphan = Cgroup::open(daemon.cgroups())
+        .unwrap()
+        .create("orphan")
+        .unwrap()
+        .persist();
+    let mut stray = qube_testkit::Proc::spawn_in(&orphan, qube_testkit::Work::Pause);
+    daemon.spawn();
+
+    let list = daemon.json(&["list", "--json"]);
+    let listed = &list.as_array().unwrap()[..];
+    assert_eq!(listed.len(), 1, "{list}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["status"]["state"], "running");
+    assert_eq!(listed[0]["pid"].as_u64(), Some(pid));
+    assert!(process_exists(pid));
+    assert!(
+        !daemon.cgroups().join("orphan").exists(),
+        "the orphan cgroup is removed"
+    );
+    assert!(matches!(
+        stray.wait(),
+        nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)
+    ));
+
+    daemon.ok(&["stop", "survivor", "--timeout", "5"]);
+    assert!(!daemon.cgroups().join(&id).exists());
+    assert!(!process_exists(pid));
+    // Output written before the crash, or held in the pipe while no daemon ran, is kept.
+    assert_eq!(daemon.ok(&["logs", "survivor"]), "started\n");
+    daemon.stop();
+}
+
+#[test]
+fn a_tarball_reaching_outside_is_refused_and_writes_nothing() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "evil");
+    let evil = daemon.dir.path().join("evil.tar");
+    let mut header = tar::Header::new_old();
+    let path = b"../../escaped";
+    header.as_old_mut().name[..path.len()].copy_from_slice(path);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(6);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append(&header, &b"pwned\n"[..]).unwrap();
+    fs::File::create(&evil)
+        .unwrap()
+        .write_all(&builder.into_inner().unwrap())
+        .unwrap();
+
+    let out = daemon.qube(&["image", "import", "evil", evil.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`..`"), "{}", stderr(&out));
+    for place in [
+        daemon.dir.path(),
+        &daemon.state(),
+        &daemon.state().join("images"),
+    ] {
+        assert!(!place.join("escaped").exists(), "{}", place.display());
+    }
+    assert_eq!(daemon.json(&["images", "--json"]), serde_json::json!([]));
+    assert_eq!(
+        fs::read_dir(daemon.state().join("images")).unwrap().count(),
+        0
+    );
+    daemon.stop();
+}

@@ -257,42 +257,29 @@ impl FromStr for PressureLine {
 
 /// The `avg10=.. avg60=.. avg300=.. total=..` pairs of one line; unknown keys are skipped.
 fn parse_fields(fields: &str) -> std::result::Result<PressureLine, String> {
-    let mut line = PressureLine::default();
-    // One bit per key, so that a repeated key cannot stand in for a missing one.
-    let mut seen = 0u8;
+    const KEYS: [&str; 4] = ["avg10", "avg60", "avg300", "total"];
+    let mut values: [Option<&str>; 4] = [None; 4];
     for pair in fields.split_ascii_whitespace() {
         let (key, value) = pair
             .split_once('=')
             .ok_or_else(|| format!("expected key=value, found {pair:?}"))?;
-        let bad = |e: Error| e.to_string();
-        let bit = match key {
-            "avg10" => {
-                line.avg10 = value.parse().map_err(bad)?;
-                1
-            }
-            "avg60" => {
-                line.avg60 = value.parse().map_err(bad)?;
-                2
-            }
-            "avg300" => {
-                line.avg300 = value.parse().map_err(bad)?;
-                4
-            }
-            "total" => {
-                let micros: u64 = value
-                    .parse()
-                    .map_err(|_| format!("total={value:?} is not a number of microseconds"))?;
-                line.total = Duration::from_micros(micros);
-                8
-            }
-            _ => 0,
-        };
-        seen |= bit;
+        if let Some(i) = KEYS.iter().position(|k| *k == key) {
+            values[i] = Some(value);
+        }
     }
-    if seen != 0b1111 {
+    let [Some(avg10), Some(avg60), Some(avg300), Some(total)] = values else {
         return Err("expected avg10=, avg60=, avg300= and total=".into());
-    }
-    Ok(line)
+    };
+    let avg = |v: &str| v.parse::<PressureAvg>().map_err(|e| e.to_string());
+    let micros: u64 = total
+        .parse()
+        .map_err(|_| format!("total={total:?} is not a number of microseconds"))?;
+    Ok(PressureLine {
+        avg10: avg(avg10)?,
+        avg60: avg(avg60)?,
+        avg300: avg(avg300)?,
+        total: Duration::from_micros(micros),
+    })
 }
 
 /// A whole pressure file: the `some` line and, where the kernel writes one, the `full`

@@ -279,18 +279,18 @@ impl Cpu<'_> {
     /// ```
     pub fn weight(&self) -> Result<Weight> {
         const FILE: &str = "cpu.weight";
-        match self.cg.dir.read_value::<Count>(FILE)? {
-            Count(0) => Err(self.cg.dir.parse_error(
-                FILE,
-                "0",
-                "the group is idle (cpu.idle is 1) and has no weight",
-            )),
-            Count(n) => {
-                let n = u16::try_from(n).unwrap_or(u16::MAX);
-                Weight::new(n)
-                    .map_err(|e| self.cg.dir.parse_error(FILE, &n.to_string(), e.to_string()))
-            }
+        let Count(n) = self.cg.dir.read_value::<Count>(FILE)?;
+        if n == 0 {
+            let reason = "the group is idle (cpu.idle is 1) and has no weight";
+            return Err(self.cg.dir.parse_error(FILE, "0", reason));
         }
+        u16::try_from(n)
+            .ok()
+            .and_then(|n| Weight::new(n).ok())
+            .ok_or_else(|| {
+                let reason = "expected a weight in 1..=10000";
+                self.cg.dir.parse_error(FILE, &n.to_string(), reason)
+            })
     }
 
     /// Sets the weight; see [`weight`](Self::weight).

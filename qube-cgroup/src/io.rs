@@ -423,6 +423,10 @@ pub struct IoStat {
 
 impl IoStat {
     /// The interface file these figures come from.
+    ///
+    /// ```
+    /// assert_eq!(qube_cgroup::IoStat::FILE, "io.stat");
+    /// ```
     pub const FILE: &'static str = "io.stat";
 
     /// Parses the file's text. The six counters must be numbers; other keys may hold

@@ -103,20 +103,29 @@ impl Resources {
         if let Some(burst) = self.cpu_max_burst {
             validate_burst(burst, self.cpu_max.as_ref())?;
         }
+        self.validate_weight_sources()
+    }
+
+    /// cpu.weight, cpu.weight.nice and cpu.idle all set the one weight of the group.
+    fn validate_weight_sources(&self) -> Result<()> {
         let weighted = self.cpu_weight.is_some() || self.cpu_weight_nice.is_some();
-        if self.cpu_weight.is_some() && self.cpu_weight_nice.is_some() {
-            return Err(contradiction(
-                "cpu.weight.nice",
-                "cpu_weight and cpu_weight_nice both set the same weight; give one",
-            ));
-        }
-        if self.cpu_idle == Some(true) && weighted {
-            return Err(contradiction(
-                "cpu.idle",
-                "an idle group has no weight: the kernel refuses cpu.weight while cpu.idle is 1",
-            ));
-        }
-        Ok(())
+        let (what, reason) = if self.cpu_weight.is_some() && self.cpu_weight_nice.is_some() {
+            let reason = "cpu_weight and cpu_weight_nice both set the same weight; give one";
+            ("cpu.weight.nice", reason)
+        } else if self.cpu_idle == Some(true) && weighted {
+            let reason =
+                "an idle group has no weight: the kernel refuses cpu.weight while cpu.idle is 1";
+            ("cpu.idle", reason)
+        } else {
+            return Ok(());
+        };
+        let shown = format!(
+            "cpu_weight {:?}, cpu_weight_nice {:?}, cpu_idle {:?}",
+            self.cpu_weight.map(Weight::get),
+            self.cpu_weight_nice,
+            self.cpu_idle
+        );
+        Err(Error::invalid(what, &shown, reason))
     }
 
     fn validate_io(&self) -> Result<()> {
@@ -232,10 +241,6 @@ impl Resources {
         plan.file("cpu.max", self.cpu_max);
         plan.file("cpu.max.burst", self.cpu_max_burst);
     }
-}
-
-fn contradiction(what: &'static str, reason: &str) -> Error {
-    Error::invalid(what, "(several fields)", reason)
 }
 
 /// Where one write lands: a whole single-value file, or one line of a keyed file.

@@ -28,6 +28,8 @@ struct Daemon {
     cgroup_root: String,
     root: Cgroup,
     child: Option<Child>,
+    /// Extra arguments for `qube daemon`.
+    flags: Vec<&'static str>,
     /// Held so the daemon never writes into a closed pipe.
     _stdout: Option<BufReader<ChildStdout>>,
 }
@@ -44,6 +46,7 @@ impl Daemon {
             cgroup_root: format!("qube-cli-{test}-{}", std::process::id()),
             root,
             child: None,
+            flags: Vec::new(),
             _stdout: None,
         };
         daemon.spawn();
@@ -82,6 +85,7 @@ impl Daemon {
             .arg(self.state())
             .arg("--cgroup-root")
             .arg(&self.cgroup_root)
+            .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -184,8 +188,13 @@ fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
 }
 
+/// Whether a process runs: a zombie waiting for its parent to reap it counts as gone.
 fn process_exists(pid: u64) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X"))
 }
 
 fn read_trimmed(path: &Path) -> String {
@@ -545,4 +554,78 @@ fn a_tarball_reaching_outside_is_refused_and_writes_nothing() {
         0
     );
     daemon.stop();
+}
+
+#[test]
+fn the_restart_policy_starts_a_failed_container_again() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "restartpolicy");
+    daemon.ok(&["image", "import", "alpine", "--busybox"]);
+    let data = daemon.dir.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let volume = format!("{}:/data", data.display());
+    daemon.ok(&[
+        "run",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure",
+        "--volume",
+        &volume,
+        "--image",
+        "alpine",
+        "--cmd",
+        "if [ -e /data/ran ]; then echo second; exit 0; fi; touch /data/ran; echo first; exit 1",
+    ]);
+    // `wait` returns once the container ended for good, restarts included.
+    assert_eq!(daemon.ok(&["wait", "flaky"]), "exited with code 0\n");
+    let view = daemon.json(&["info", "flaky", "--json"]);
+    assert_eq!(view["restart_count"], 1, "{view}");
+    assert_eq!(daemon.ok(&["logs", "flaky"]), "first\nsecond\n");
+    assert!(
+        data.join("ran").exists(),
+        "the volume is the host's directory"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn containers_outlive_the_daemon_unless_it_is_told_to_stop_them() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "exit");
+    daemon.ok(&["image", "import", "alpine", "--busybox"]);
+    let id = daemon
+        .ok(&["run", "--image", "alpine", "--cmd", "sleep 600"])
+        .trim()
+        .to_owned();
+    let pid = daemon.json(&["info", &id, "--json"])["pid"]
+        .as_u64()
+        .unwrap();
+
+    daemon.stop();
+    assert!(
+        process_exists(pid),
+        "SIGTERM to the daemon leaves the container running"
+    );
+    assert!(daemon.cgroups().join(&id).exists());
+
+    daemon.flags = vec!["--stop-containers-on-exit"];
+    daemon.spawn();
+    let view = daemon.json(&["info", &id, "--json"]);
+    assert_eq!(view["status"]["state"], "running", "{view}");
+    assert_eq!(view["pid"].as_u64(), Some(pid));
+    daemon.stop();
+    assert!(!process_exists(pid), "--stop-containers-on-exit stops it");
+    assert!(!daemon.cgroups().join(&id).exists());
+    let record = daemon
+        .state()
+        .join("containers")
+        .join(&id)
+        .join("record.json");
+    let record: Value = serde_json::from_str(&fs::read_to_string(record).unwrap()).unwrap();
+    assert_ne!(record["status"]["state"], "running", "{record}");
 }

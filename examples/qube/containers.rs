@@ -153,7 +153,7 @@ impl Manager {
                     })
             }),
             Request::Wait { target } => self.find(&target).map(|slot| {
-                slot.wait_until(Duration::MAX, |r| !r.status.is_live());
+                slot.wait_until(Duration::MAX, |r| !r.status.is_live() && !r.restart_pending);
                 Reply::Stopped {
                     container: Box::new(self.view(&slot)),
                 }
@@ -290,6 +290,7 @@ impl Manager {
             final_usage: None,
             restart_count: 0,
             stop_requested: false,
+            restart_pending: false,
         }
     }
 
@@ -402,6 +403,7 @@ impl Manager {
             r.started = Some(state::now());
             r.finished = None;
             r.final_usage = None;
+            r.restart_pending = false;
             r.cgroup = launched.cgroup().path().to_owned();
         });
         Ok(launched)
@@ -450,6 +452,7 @@ impl Manager {
             r.pid = None;
             r.finished = Some(state::now());
             r.final_usage = Some(last);
+            r.restart_pending = r.wants_restart();
         });
         log(&format!(
             "container {} {}",
@@ -462,36 +465,35 @@ impl Manager {
     /// with each restart; a stop or removal during the pause cancels it.
     fn restart(&self, slot: &Arc<Slot>) -> Option<Launched> {
         let record = slot.snapshot();
-        let wanted = match record.restart {
-            RestartPolicy::No => false,
-            RestartPolicy::OnFailure => record.status.is_failure(),
-            RestartPolicy::Always => true,
-        };
-        if !wanted || record.stop_requested {
+        if !record.restart_pending {
             return None;
         }
         let backoff = Duration::from_millis(100)
             .saturating_mul(1 << record.restart_count.min(16))
             .min(MAX_BACKOFF);
-        if slot.wait_until(backoff, |r| r.stop_requested) {
-            return None;
-        }
-        match self.launch(slot) {
-            Ok(launched) => {
-                slot.update(&self.state, |r| r.restart_count += 1);
-                Some(launched)
+        let launched = if slot.wait_until(backoff, |r| r.stop_requested) {
+            None
+        } else {
+            self.launch(slot)
+                .map_err(|f| log(&format!("restarting {}: {}", record.id, f.message)))
+                .ok()
+        };
+        slot.update(&self.state, |r| {
+            r.restart_pending = false;
+            if launched.is_some() {
+                r.restart_count += 1;
             }
-            Err(failure) => {
-                log(&format!("restarting {}: {}", record.id, failure.message));
-                None
-            }
-        }
+        });
+        launched
     }
 
     // ---- stop, kill, remove ----------------------------------------------------------
 
     fn stop(&self, slot: &Arc<Slot>, timeout: Duration) -> Result<ContainerView, Failure> {
-        let record = slot.update(&self.state, |r| r.stop_requested = true);
+        let record = slot.update(&self.state, |r| {
+            r.stop_requested = true;
+            r.restart_pending = false;
+        });
         if record.status.is_live() {
             if let Ok(cg) = Cgroup::open(&record.cgroup) {
                 let _ = cg.signal_subtree(Signal::SIGTERM);

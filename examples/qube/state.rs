@@ -68,6 +68,21 @@ pub struct Record {
     pub restart_count: u32,
     /// Stopped or killed through qube: the restart policy leaves it alone.
     pub stop_requested: bool,
+    /// It ended and its restart policy will start it again (not kept across daemons).
+    #[serde(skip)]
+    pub restart_pending: bool,
+}
+
+impl Record {
+    /// Whether its restart policy wants it started again now that it ended.
+    pub fn wants_restart(&self) -> bool {
+        let policy = match self.restart {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure => self.status.is_failure(),
+            RestartPolicy::Always => true,
+        };
+        policy && !self.stop_requested && !self.status.is_live()
+    }
 }
 
 /// The layout of the state directory.
@@ -225,7 +240,23 @@ pub(crate) mod tests {
             final_usage: None,
             restart_count: 0,
             stop_requested: false,
+            restart_pending: false,
         }
+    }
+
+    #[test]
+    fn restart_policies() {
+        let mut r = sample_record("0123456789ab");
+        r.status = Status::Exited { code: 1 };
+        assert!(!r.wants_restart());
+        r.restart = RestartPolicy::OnFailure;
+        assert!(r.wants_restart());
+        r.status = Status::Exited { code: 0 };
+        assert!(!r.wants_restart());
+        r.restart = RestartPolicy::Always;
+        assert!(r.wants_restart());
+        r.stop_requested = true;
+        assert!(!r.wants_restart());
     }
 
     #[test]

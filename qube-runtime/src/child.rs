@@ -197,7 +197,7 @@ fn set_up_and_exec(plan: &ChildPlan) -> Result<Infallible, Failure> {
     let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0) };
     check(ret, Step::NoNewPrivs)?;
     if plan.reaper {
-        fork_under_reaper(plan)?;
+        return run_under_reaper(plan);
     }
     exec(&plan.exec)
 }
@@ -438,17 +438,39 @@ fn set_capabilities(args: &CapsetArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Forks the workload; this process stays behind as pid 1 of the pid namespace, reaping
-/// orphans and forwarding signals. Returns in the workload only.
-fn fork_under_reaper(plan: &ChildPlan) -> Result<(), Failure> {
-    // A raw clone, not libc's fork: fork runs atfork handlers and takes libc's locks.
-    // SAFETY: clone without CLONE_VM and with a null stack behaves like fork.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_ulong, 0, 0, 0, 0) };
-    match pid {
-        0 => Ok(()),
-        p if p < 0 => Err(Failure::new(Step::ForkReaper, 0, Errno::last_raw())),
-        workload => reap_forever(plan, workload as libc::pid_t),
+/// Room for the workload between its clone and its exec.
+const WORKLOAD_STACK: usize = 64 * 1024;
+
+/// Starts the workload; this process stays behind as pid 1 of the pid namespace, reaping
+/// orphans and forwarding signals. Never returns but with an error.
+///
+/// The workload is cloned the way `posix_spawn` does it, `CLONE_VM | CLONE_VFORK` on a
+/// stack of our own: no copy of the address space, and this process is suspended until
+/// the workload has exec'd (or reported its failure and exited).
+fn run_under_reaper(plan: &ChildPlan) -> Result<Infallible, Failure> {
+    let mut stack = [0u8; WORKLOAD_STACK];
+    let top = stack.as_mut_ptr_range().end as usize & !15;
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    let arg = std::ptr::from_ref(plan).cast_mut().cast::<libc::c_void>();
+    // SAFETY: the workload runs alone on `stack` (we are suspended until it execs or
+    // exits, and `stack` outlives that), and only reads `plan`, which is alive.
+    let pid = unsafe { libc::clone(exec_workload, top as *mut libc::c_void, flags, arg) };
+    if pid < 0 {
+        return Err(Failure::new(Step::ForkReaper, 0, Errno::last_raw()));
     }
+    reap_forever(plan, pid)
+}
+
+/// The workload's side of [`run_under_reaper`]: exec, or report why not.
+extern "C" fn exec_workload(arg: *mut libc::c_void) -> c_int {
+    // SAFETY: `arg` is the plan passed to clone, alive while we share its memory.
+    let plan = unsafe { &*arg.cast::<ChildPlan>().cast_const() };
+    let failure = match exec(&plan.exec) {
+        Err(failure) => failure,
+        Ok(never) => match never {},
+    };
+    report(plan.report, failure);
+    127
 }
 
 /// The signals pid 1 passes on to the workload.

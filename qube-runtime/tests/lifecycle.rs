@@ -262,3 +262,37 @@ fn a_container_without_namespaces_is_just_a_contained_process() {
         qube_runtime::DEFAULT_PATH
     );
 }
+
+#[test]
+fn spawning_from_many_threads_while_others_allocate_never_hangs() {
+    let Some(root) = require_vm!() else { return };
+    let parent = scratch(&root, "threads");
+    let fs = rootfs();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Keeps the allocator's locks busy: a child that allocated could inherit one held.
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let v: Vec<Vec<u8>> = (0..64).map(|i| vec![0u8; 64 << (i % 8)]).collect();
+                std::hint::black_box(v);
+            }
+        });
+        let spawners: Vec<_> = (0..4)
+            .map(|t| {
+                let (parent, fs) = (&parent, fs.path());
+                s.spawn(move || {
+                    for i in 0..5 {
+                        let name = format!("t{t}-{i}");
+                        let out = sh(fs, parent, &name, "echo ok").output().unwrap();
+                        assert_eq!(out.stdout, b"ok\n", "{name}: {}", out.status);
+                    }
+                })
+            })
+            .collect();
+        for spawner in spawners {
+            spawner.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(parent.children().unwrap().is_empty());
+}

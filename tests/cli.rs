@@ -36,6 +36,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(root: &Cgroup, test: &str) -> Daemon {
+        assert!(
+            Path::new(QUBE).exists(),
+            "the qube binary {QUBE} is missing here: the VM must be given the bin targets' executables"
+        );
         let dir = tempfile::Builder::new()
             .prefix(&format!("qube-cli-{test}-"))
             .tempdir()
@@ -193,7 +197,9 @@ fn process_exists(pid: u64) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
     !matches!(state, Some("Z" | "X"))
 }
 
@@ -245,6 +251,10 @@ fn a_container_gets_the_default_limits_and_stop_leaves_nothing() {
     let cgroup = daemon.cgroups().join(&id);
     assert_eq!(read_trimmed(&cgroup.join("memory.max")), "2147483648");
     assert_eq!(read_trimmed(&cgroup.join("memory.swap.max")), "1073741824");
+    let enabled = read_trimmed(&daemon.cgroups().join("cgroup.subtree_control"));
+    for controller in ["cpu", "io", "memory", "pids"] {
+        assert!(enabled.split(' ').any(|c| c == controller), "{enabled}");
+    }
 
     let info = daemon.ok(&["info", &id]);
     let memory = info.lines().find(|l| l.starts_with("Memory:")).unwrap();
@@ -628,4 +638,63 @@ fn containers_outlive_the_daemon_unless_it_is_told_to_stop_them() {
         .join("record.json");
     let record: Value = serde_json::from_str(&fs::read_to_string(record).unwrap()).unwrap();
     assert_ne!(record["status"]["state"], "running", "{record}");
+}
+
+#[test]
+fn kill_signals_rm_forces_and_images_stay_untouched() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "kill");
+    daemon.ok(&["image", "import", "alpine", "--busybox"]);
+    let run = |name: &str| {
+        daemon.ok(&[
+            "run",
+            "--name",
+            name,
+            "--image",
+            "alpine",
+            "--cmd",
+            "echo changed > /etc/motd; rm /bin/ls; exec sleep 600",
+        ]);
+    };
+    run("hup");
+    run("killed");
+    run("forced");
+
+    daemon.ok(&["kill", "hup", "--signal", "HUP"]);
+    assert_eq!(daemon.ok(&["wait", "hup"]), "killed by signal 1 (SIGHUP)\n");
+    daemon.ok(&["kill", "killed"]);
+    let info = daemon.ok(&["info", "killed"]);
+    assert!(
+        info.contains("Status:      killed by signal 9 (SIGKILL)"),
+        "{info}"
+    );
+
+    let running = daemon.qube(&["rm", "forced"]);
+    assert_eq!(running.status.code(), Some(1), "{}", stderr(&running));
+    assert!(
+        stderr(&running).contains("is running"),
+        "{}",
+        stderr(&running)
+    );
+    let forced = daemon.json(&["info", "forced", "--json"]);
+    daemon.ok(&["rm", "-f", "forced"]);
+    let id = forced["id"].as_str().unwrap();
+    assert!(!daemon.cgroups().join(id).exists());
+    assert!(!daemon.state().join("containers").join(id).exists());
+    let names: Vec<String> = daemon
+        .json(&["list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["hup", "killed"]);
+
+    // Each container wrote into its own layer, never into the image.
+    let image = daemon.state().join("images/alpine/rootfs");
+    assert!(!image.join("etc/motd").exists());
+    assert!(fs::symlink_metadata(image.join("bin/ls")).is_ok());
+    daemon.stop();
 }

@@ -30,6 +30,9 @@ const KILL_WAIT: Duration = Duration::from_secs(30);
 /// How long the end of a container's output may take to reach its log.
 const LOG_DRAIN_WAIT: Duration = Duration::from_secs(5);
 
+/// The most output one reply carries.
+const LOG_CHUNK: usize = 64 * 1024;
+
 /// The longest pause before a restart; pauses double from 100 ms up to it.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -147,7 +150,7 @@ impl Manager {
                 target,
                 timeout_secs,
             } => self.find(&target).and_then(|slot| {
-                self.stop(&slot, Duration::from_secs(timeout_secs))
+                self.stop(&slot, Some(Duration::from_secs(timeout_secs)))
                     .map(|view| Reply::Stopped {
                         container: Box::new(view),
                     })
@@ -489,15 +492,20 @@ impl Manager {
 
     // ---- stop, kill, remove ----------------------------------------------------------
 
-    fn stop(&self, slot: &Arc<Slot>, timeout: Duration) -> Result<ContainerView, Failure> {
+    /// SIGTERM to every process, SIGKILL to what is left after `timeout`; `None` sends
+    /// SIGKILL at once. Returns when the end is recorded.
+    fn stop(&self, slot: &Arc<Slot>, timeout: Option<Duration>) -> Result<ContainerView, Failure> {
         let record = slot.update(&self.state, |r| {
             r.stop_requested = true;
             r.restart_pending = false;
         });
         if record.status.is_live() {
             if let Ok(cg) = Cgroup::open(&record.cgroup) {
-                let _ = cg.signal_subtree(Signal::SIGTERM);
-                if !slot.ended(timeout) {
+                let gentle = timeout.is_some_and(|timeout| {
+                    let _ = cg.signal_subtree(Signal::SIGTERM);
+                    slot.ended(timeout)
+                });
+                if !gentle {
                     let _ = cg.kill();
                 }
             }
@@ -523,9 +531,7 @@ impl Manager {
             )));
         }
         if signal == Signal::SIGKILL {
-            slot.update(&self.state, |r| r.stop_requested = true);
-            let _ = self.stop(slot, Duration::ZERO)?;
-            return Ok(());
+            return self.stop(slot, None).map(drop);
         }
         let pidfd = lock(&slot.pidfd);
         let Some(pidfd) = pidfd.as_ref() else {
@@ -548,7 +554,7 @@ impl Manager {
                     record.id
                 )));
             }
-            self.stop(slot, Duration::ZERO)?;
+            self.stop(slot, None)?;
         }
         ContainerRootfs::new(&slot.dir).remove()?;
         fs::remove_dir_all(&slot.dir)
@@ -565,7 +571,7 @@ impl Manager {
             .filter(|s| lock(&s.record).status.is_live())
             .map(|slot| {
                 let me = self.clone();
-                thread::spawn(move || me.stop(&slot, timeout).map(drop))
+                thread::spawn(move || me.stop(&slot, Some(timeout)).map(drop))
             })
             .collect();
         for stopper in stoppers {
@@ -589,8 +595,11 @@ impl Manager {
         };
         let running = lock(&slot.record).status.is_live();
         let (stored, next) = slot.log.read(follow, running);
-        if !stored.is_empty() {
-            send(Reply::LogChunk { data: stored })?;
+        // In pieces, so no reply line grows with the log's size.
+        for piece in stored.chunks(LOG_CHUNK) {
+            send(Reply::LogChunk {
+                data: piece.to_vec(),
+            })?;
         }
         if let Some(next) = next {
             for data in next {

@@ -698,3 +698,30 @@ fn kill_signals_rm_forces_and_images_stay_untouched() {
     assert!(fs::symlink_metadata(image.join("bin/ls")).is_ok());
     daemon.stop();
 }
+
+#[test]
+fn a_container_whose_cgroup_cannot_be_made_does_not_start() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "nocgroup");
+    daemon.ok(&["image", "import", "alpine", "--busybox"]);
+    // The kernel refuses every new cgroup below the root.
+    fs::write(daemon.cgroups().join("cgroup.max.descendants"), "0").unwrap();
+    let out = daemon.qube(&["run", "--image", "alpine", "--cmd", "sleep 600"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot start container") && stderr(&out).contains("cgroup"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(daemon.json(&["list", "--json"]), serde_json::json!([]));
+    assert_eq!(
+        fs::read_dir(daemon.state().join("containers"))
+            .unwrap()
+            .count(),
+        0
+    );
+    fs::write(daemon.cgroups().join("cgroup.max.descendants"), "max").unwrap();
+    daemon.stop();
+}

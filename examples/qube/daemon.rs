@@ -56,8 +56,9 @@ pub fn run(args: &DaemonArgs, socket: &Path) -> Result<(), Fail> {
         });
     }
     let stop = SignalPipe::install().map_err(|e| runtime(format!("signal handlers: {e}")))?;
-    let state = StateDir::create(&args.state_dir).map_err(|e| runtime(e.to_string()))?;
+    // The cgroup root first: when it cannot be set up, nothing else is created.
     let parent = cgroup_root(&args.cgroup_root)?;
+    let state = StateDir::create(&args.state_dir).map_err(|e| runtime(e.to_string()))?;
     let listener = listen(socket)?;
     let manager = Arc::new(Manager::new(state, parent, args.log_size.0));
     manager.reconcile();

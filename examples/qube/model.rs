@@ -300,7 +300,8 @@ pub enum Status {
     },
     /// The kernel's OOM killer ended it (the memory limit was hit).
     OomKilled,
-    /// It ended while no daemon watched it, so its exit status is unknown.
+    /// It ended, but it was started by an earlier daemon (not our child), so its exit
+    /// status is unknown.
     Lost,
 }
 

@@ -13,7 +13,7 @@ use std::process::{Child, Command};
 
 use criterion::{criterion_group, Criterion};
 use nix::libc;
-use qube_cgroup::{Bytes, Cgroup, Controllers, Max, MemoryStat};
+use qube_cgroup::{Bytes, Cgroup, Controllers, CpuMax, Max, MemoryStat};
 
 const PARENT: &str = "qube-bench";
 const BEGIN: &[u8] = b"QUBE-CYCLE-BEGIN";
@@ -36,7 +36,11 @@ impl Setup {
         let parent = root.create_or_open(PARENT).ok()?;
         parent.enable_controllers(wanted).ok()?;
         let sleeper = Command::new("sleep").arg("100000").spawn().ok()?;
-        Some(Setup { root, parent, sleeper })
+        Some(Setup {
+            root,
+            parent,
+            sleeper,
+        })
     }
 
     fn pid(&self) -> u32 {
@@ -57,8 +61,8 @@ fn qube_cycle(s: &Setup) -> qube_cgroup::Result<u64> {
     let memory = cg.memory();
     memory.set_max(Max::Limit(Bytes::gib(2)))?;
     memory.set_swap_max(Max::Limit(Bytes::gib(1)))?;
-    cg.write_file("pids.max", "256")?;
-    cg.write_file("cpu.max", "150000 100000")?;
+    cg.pids().set_max(Max::Limit(256))?;
+    cg.cpu().set_max(CpuMax::cpus(1.5))?;
     cg.attach(s.pid())?;
     let current = memory.current()?;
     let stat = memory.stat()?;
@@ -112,7 +116,8 @@ fn raw_cycle(p: &RawPaths, pid: &[u8]) -> u64 {
         let n = raw_read(&p.current, &mut buf);
         let current = parse_u64(&buf[..n]);
         let n = raw_read(&p.stat, &mut buf);
-        let stat = MemoryStat::parse(String::from_utf8_lossy(&buf[..n]).into_owned()).unwrap_or_default();
+        let stat =
+            MemoryStat::parse(String::from_utf8_lossy(&buf[..n]).into_owned()).unwrap_or_default();
         raw_write(&p.root_procs, pid);
         libc::rmdir(p.dir.as_ptr());
         current + stat.anon + stat.file
@@ -148,7 +153,10 @@ unsafe fn raw_read(path: &CString, buf: &mut [u8]) -> usize {
 }
 
 fn parse_u64(bytes: &[u8]) -> u64 {
-    std::str::from_utf8(bytes).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn lifecycle(c: &mut Criterion) {
@@ -160,7 +168,9 @@ fn lifecycle(c: &mut Criterion) {
     let pid = setup.pid().to_string();
     let mut group = c.benchmark_group("lifecycle");
     group.bench_function("qube-cgroup", |b| b.iter(|| black_box(qube_cycle(&setup))));
-    group.bench_function("raw syscalls", |b| b.iter(|| black_box(raw_cycle(&raw, pid.as_bytes()))));
+    group.bench_function("raw syscalls", |b| {
+        b.iter(|| black_box(raw_cycle(&raw, pid.as_bytes())))
+    });
     group.finish();
     let _ = setup.parent.remove();
 }
@@ -169,7 +179,9 @@ fn stats_parsing(c: &mut Criterion) {
     let memory_stat = include_str!("data/memory.stat");
     let mut group = c.benchmark_group("parse");
     group.throughput(criterion::Throughput::Bytes(memory_stat.len() as u64));
-    group.bench_function("memory.stat", |b| b.iter(|| MemoryStat::parse(black_box(memory_stat).to_owned())));
+    group.bench_function("memory.stat", |b| {
+        b.iter(|| MemoryStat::parse(black_box(memory_stat).to_owned()))
+    });
     group.bench_function("memory.stat baseline: split+parse into a Vec", |b| {
         b.iter(|| {
             black_box(memory_stat)

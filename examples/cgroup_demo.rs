@@ -35,11 +35,27 @@ fn run() -> qube_cgroup::Result<()> {
 
     let memory = cg.memory();
     println!("cgroup:      {}", cg.path().display());
-    println!("memory.max:  {} ({})", memory.max()?, limit_mib(memory.max()?));
-    println!("swap.max:    {} ({})", memory.swap_max()?, limit_mib(memory.swap_max()?));
+    println!(
+        "memory.max:  {} ({})",
+        memory.max()?,
+        limit_mib(memory.max()?)
+    );
+    println!(
+        "swap.max:    {} ({})",
+        memory.swap_max()?,
+        limit_mib(memory.swap_max()?)
+    );
     println!("processes:   {:?}", cg.procs()?);
-    println!("Memory:      {:.2} MB / {}", memory.current()?.as_mib(), limit_mib(memory.max()?));
-    println!("Swap:        {:.2} MB / {}", memory.swap_current()?.as_mib(), limit_mib(memory.swap_max()?));
+    println!(
+        "Memory:      {:.2} MB / {}",
+        memory.current()?.as_mib(),
+        limit_mib(memory.max()?)
+    );
+    println!(
+        "Swap:        {:.2} MB / {}",
+        memory.swap_current()?.as_mib(),
+        limit_mib(memory.swap_max()?)
+    );
 
     cg.kill_and_remove(Duration::from_secs(5))?;
     let _ = child.wait();

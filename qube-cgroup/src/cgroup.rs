@@ -1,8 +1,8 @@
 //! The [`Cgroup`] handle: create, open, children, attach, list processes, remove.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;

@@ -32,6 +32,14 @@ const SMALL: usize = 128;
 /// Multi-line files are read a page at a time.
 const PAGE: usize = 4096;
 
+/// The files where EOPNOTSUPP means the threaded-subtree rules (cgroup-v2.rst, "Threads").
+const THREAD_MODE_FILES: [&str; 4] = [
+    "cgroup.procs",
+    "cgroup.threads",
+    "cgroup.subtree_control",
+    "cgroup.type",
+];
+
 /// Set once `openat2` answered ENOSYS, so later opens go straight to the fallback.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
@@ -163,7 +171,8 @@ impl Dir {
         let mut buf = [0u8; SMALL];
         let mut len = 0;
         loop {
-            let n = unistd::read(fd.as_fd(), &mut buf[len..]).map_err(|e| self.classify(Op::Read, file, None, e))?;
+            let n = unistd::read(fd.as_fd(), &mut buf[len..])
+                .map_err(|e| self.classify(Op::Read, file, None, e))?;
             len += n;
             // kernfs hands out a whole single-value file in one read: a short read that
             // ends its line is the end, which saves the read that would return 0.
@@ -222,13 +231,16 @@ impl Dir {
         match errno {
             Errno::ENOENT => self.missing_file(op, file, path),
             Errno::EBUSY => Error::InternalProcess { op, path, value },
-            Errno::EOPNOTSUPP => Error::Threaded { op, path, value },
+            Errno::EOPNOTSUPP if THREAD_MODE_FILES.contains(&file) => {
+                Error::Threaded { op, path, value }
+            }
             Errno::EACCES | Errno::EPERM | Errno::EROFS => Error::Permission {
                 op,
                 path,
                 source: io::Error::from(errno),
             },
-            Errno::ENODEV => Error::NotFound {
+            // A removed cgroup's open files answer ENODEV; so does io.max for an unknown disk.
+            Errno::ENODEV if self.is_removed() => Error::NotFound {
                 op,
                 path: self.path.clone(),
             },
@@ -241,10 +253,20 @@ impl Dir {
         }
     }
 
+    /// Whether the cgroup behind the fd was removed: every live cgroup has cgroup.procs.
+    fn is_removed(&self) -> bool {
+        nix::sys::stat::fstatat(
+            self.fd(),
+            "cgroup.procs",
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .is_err()
+    }
+
     /// A missing interface file: a controller not enabled, a feature this kernel lacks,
     /// or a cgroup that was removed. Only this error path pays for finding out which.
     fn missing_file(&self, op: Op, file: &str, path: PathBuf) -> Error {
-        if nix::sys::stat::fstatat(self.fd(), ".", nix::fcntl::AtFlags::empty()).is_err() {
+        if self.is_removed() {
             return Error::NotFound {
                 op,
                 path: self.path.clone(),

@@ -38,7 +38,10 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        if self.remove_on_drop.load(std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .remove_on_drop
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             // Drop cannot report; a caller who needs the error calls kill_and_remove first.
             let _ = self.kill_and_remove(DROP_TIMEOUT);
         }

@@ -87,7 +87,7 @@ impl HugePageSize {
         HugePageSize::new(Bytes(kib.checked_mul(KB)?)).ok()
     }
 
-    fn file(self, name: &str) -> String {
+    pub(crate) fn file(self, name: &str) -> String {
         format!("hugetlb.{self}.{name}")
     }
 }
@@ -314,15 +314,7 @@ impl Hugetlb<'_> {
     }
 
     fn write_limit(&self, size: HugePageSize, name: &str, limit: Max<Bytes>) -> Result<()> {
-        if let Max::Limit(bytes) = limit {
-            if bytes.0 % size.bytes().0 != 0 {
-                return Err(Error::invalid(
-                    "hugetlb limit",
-                    &bytes.to_string(),
-                    format!("the limit counts whole pages: use a multiple of {size}"),
-                ));
-            }
-        }
+        validate_limit(size, limit)?;
         let file = size.file(name);
         self.cg
             .dir
@@ -351,6 +343,18 @@ impl Hugetlb<'_> {
             ),
             _ => err,
         }
+    }
+}
+
+/// The kernel counts huge pages whole: a limit must be a multiple of the page size.
+pub(crate) fn validate_limit(size: HugePageSize, limit: Max<Bytes>) -> Result<()> {
+    match limit {
+        Max::Limit(bytes) if bytes.0 % size.bytes().0 != 0 => Err(Error::invalid(
+            "hugetlb limit",
+            &bytes.to_string(),
+            format!("the limit counts whole pages: use a multiple of {size}"),
+        )),
+        _ => Ok(()),
     }
 }
 

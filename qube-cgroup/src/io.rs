@@ -579,7 +579,7 @@ impl Io<'_> {
         self.cg
             .dir
             .write_value("io.max", limit)
-            .map_err(|e| explain_missing_device(self.cg, limit.device, e))
+            .map_err(|e| explain_missing_device(limit.device, e))
     }
 
     /// The weights (`io.weight`).
@@ -628,7 +628,7 @@ impl Io<'_> {
         self.cg
             .dir
             .write_bytes("io.weight", line.as_bytes())
-            .map_err(|e| explain_missing_device(self.cg, device, explain_missing_iocost(e)))
+            .map_err(|e| explain_missing_device(device, explain_missing_iocost(e)))
     }
 
     /// Bytes and operations per device (`io.stat`).
@@ -644,15 +644,16 @@ impl Io<'_> {
     }
 }
 
-/// ENODEV from a per-device write names a device that is not a whole disk. The generic
-/// reading of ENODEV, a removed cgroup, holds only when the cgroup is gone.
-pub(crate) fn explain_missing_device(cg: &Cgroup, device: Device, err: Error) -> Error {
+/// ENODEV from a per-device write (while the cgroup lives) names a device that is not a whole disk.
+pub(crate) fn explain_missing_device(device: Device, err: Error) -> Error {
     match err {
-        Error::NotFound { .. } if cg.dir.read("cgroup.controllers").is_ok() => Error::invalid(
-            "block device",
-            &device.to_string(),
-            "no such disk (the kernel answered ENODEV; partitions are refused too)",
-        ),
+        Error::Io { ref source, .. } if source.raw_os_error() == Some(nix::libc::ENODEV) => {
+            Error::invalid(
+                "block device",
+                &device.to_string(),
+                "no such disk (the kernel answered ENODEV; partitions are refused too)",
+            )
+        }
         other => other,
     }
 }
@@ -661,7 +662,12 @@ pub(crate) fn explain_missing_device(cg: &Cgroup, device: Device, err: Error) ->
 /// threaded subtree (the io files do not exist there at all).
 fn explain_missing_iocost(err: Error) -> Error {
     match err {
-        Error::Threaded { op, path, value } => Error::Io {
+        Error::Io {
+            op,
+            path,
+            value,
+            source,
+        } if source.raw_os_error() == Some(nix::libc::EOPNOTSUPP) => Error::Io {
             op,
             path,
             value,

@@ -1,6 +1,7 @@
 //! [`Resources`]: the limits of a cgroup as one value, checked as a whole before anything
 //! is written, and applied in an order the kernel accepts.
 
+use std::borrow::Cow;
 use std::fmt::Display;
 
 use crate::cgroup::Cgroup;
@@ -8,6 +9,7 @@ use crate::controller::Controllers;
 use crate::cpu::{parse_burst, validate_burst, CpuMax, Nice};
 use crate::cpuset::{CpuList, CPU_LIMIT, NODE_LIMIT};
 use crate::error::{Error, Result};
+use crate::hugetlb::HugePageSize;
 use crate::io::{Device, IoMax};
 use crate::value::{Bytes, Flag, Max, Weight};
 
@@ -66,6 +68,8 @@ pub struct Resources {
     pub cpuset_cpus: Option<CpuList>,
     /// `cpuset.mems`: the memory nodes allowed (empty: the parent's).
     pub cpuset_mems: Option<CpuList>,
+    /// `hugetlb.<size>.max`: per page size, in whole pages, at most one entry per size.
+    pub hugetlb_max: Vec<(HugePageSize, Max<Bytes>)>,
 }
 
 impl Resources {
@@ -90,7 +94,25 @@ impl Resources {
             crate::pids::validate_max(limit)?;
         }
         self.validate_io()?;
+        self.validate_hugetlb()?;
         self.validate_cpuset()
+    }
+
+    fn validate_hugetlb(&self) -> Result<()> {
+        for (i, &(size, limit)) in self.hugetlb_max.iter().enumerate() {
+            crate::hugetlb::validate_limit(size, limit)?;
+            if self.hugetlb_max[..i]
+                .iter()
+                .any(|(earlier, _)| *earlier == size)
+            {
+                return Err(Error::invalid(
+                    "hugetlb limits",
+                    &size.to_string(),
+                    "this page size is listed twice",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_cpu(&self) -> Result<()> {
@@ -187,6 +209,7 @@ impl Resources {
             (self.pids_max.is_some(), Controllers::PIDS),
             (io, Controllers::IO),
             (cpuset, Controllers::CPUSET),
+            (!self.hugetlb_max.is_empty(), Controllers::HUGETLB),
         ]
         .into_iter()
         .filter(|(needed, _)| *needed)
@@ -215,7 +238,9 @@ impl Resources {
         let io_default = self.io_weight.map(|w| format!("default {w}"));
         plan.push(Target::IoWeightDefault, io_default);
         self.memory_writes(&mut plan);
-        // Room for hugetlb here: it goes with memory.
+        for &(size, limit) in &self.hugetlb_max {
+            plan.push(Target::HugetlbMax(size), Some(limit));
+        }
         self.cpu_writes(&mut plan);
         plan.file("pids.max", self.pids_max);
         plan.writes
@@ -249,23 +274,25 @@ enum Target {
     File(&'static str),
     IoMaxLine(Device),
     IoWeightDefault,
+    HugetlbMax(HugePageSize),
 }
 
 impl Target {
-    fn file(self) -> &'static str {
+    fn file(self) -> Cow<'static, str> {
         match self {
-            Target::File(file) => file,
-            Target::IoMaxLine(_) => "io.max",
-            Target::IoWeightDefault => "io.weight",
+            Target::File(file) => Cow::Borrowed(file),
+            Target::IoMaxLine(_) => Cow::Borrowed("io.max"),
+            Target::IoWeightDefault => Cow::Borrowed("io.weight"),
+            Target::HugetlbMax(size) => Cow::Owned(size.file("max")),
         }
     }
 
     /// What to write to put back what is there now. Reading it first also means a
     /// missing file (controller not enabled, kernel too old) fails before any write.
     fn current(self, cg: &Cgroup) -> Result<String> {
-        let text = cg.dir.read(self.file())?;
+        let text = cg.dir.read(&self.file())?;
         Ok(match self {
-            Target::File(_) => match text.trim_end() {
+            Target::File(_) | Target::HugetlbMax(_) => match text.trim_end() {
                 "" => "\n".to_owned(),
                 value => value.to_owned(),
             },
@@ -366,10 +393,10 @@ impl Cgroup {
     }
 
     fn write_target(&self, target: Target, value: &str) -> Result<()> {
-        let written = self.dir.write_bytes(target.file(), value.as_bytes());
+        let written = self.dir.write_bytes(&target.file(), value.as_bytes());
         match target {
             Target::IoMaxLine(device) => {
-                written.map_err(|e| crate::io::explain_missing_device(self, device, e))
+                written.map_err(|e| crate::io::explain_missing_device(device, e))
             }
             Target::File(file) if file.starts_with("cpuset.") => {
                 written.map_err(crate::cpuset::explain_emptying)

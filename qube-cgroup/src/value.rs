@@ -173,15 +173,32 @@ impl<T: fmt::Display> fmt::Display for Max<T> {
     }
 }
 
-impl<T: FromStr<Err = Error>> FromStr for Max<T> {
+impl<T> FromStr for Max<T>
+where
+    T: FromStr,
+    T::Err: fmt::Display + 'static,
+{
     type Err = Error;
 
+    /// `max`, or whatever `T` parses (`Max<Bytes>`, `Max<u64>`, ...).
     fn from_str(s: &str) -> Result<Max<T>> {
         if s == "max" {
-            Ok(Max::Max)
-        } else {
-            s.parse().map(Max::Limit)
+            return Ok(Max::Max);
         }
+        s.parse().map(Max::Limit).map_err(|e| into_error(e, s))
+    }
+}
+
+/// Keeps this crate's own errors as they are and words any other parse error as a limit.
+fn into_error<E: fmt::Display + 'static>(err: E, text: &str) -> Error {
+    let reason = err.to_string();
+    match (Box::new(err) as Box<dyn std::any::Any>).downcast::<Error>() {
+        Ok(ours) => *ours,
+        Err(_) => Error::invalid(
+            "limit",
+            text,
+            format!("expected `max` or a value: {reason}"),
+        ),
     }
 }
 
@@ -322,6 +339,28 @@ mod tests {
     }
 
     #[test]
+    fn limits_of_any_number_type_parse_with_a_typed_error() {
+        assert_eq!("max".parse::<Max<u64>>().unwrap(), Max::Max);
+        assert_eq!("256".parse::<Max<u64>>().unwrap(), Max::Limit(256));
+        let err = "lots".parse::<Max<u64>>().unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidValue { what: "limit", .. }),
+            "{err}"
+        );
+        let err = "2gb?".parse::<Max<Bytes>>().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidValue {
+                    what: "byte size",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn malformed_sizes_are_rejected() {
         for bad in [
             "",
@@ -349,6 +388,12 @@ mod tests {
         fn max_bytes_round_trip(n in proptest::option::of(any::<u64>())) {
             let v = n.map_or(Max::Max, |n| Max::Limit(Bytes(n)));
             prop_assert_eq!(v.to_string().parse::<Max<Bytes>>().unwrap(), v);
+        }
+
+        #[test]
+        fn max_u64_round_trip(n in proptest::option::of(any::<u64>())) {
+            let v = n.map_or(Max::Max, Max::Limit);
+            prop_assert_eq!(v.to_string().parse::<Max<u64>>().unwrap(), v);
         }
 
         #[test]

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use qube_cgroup::{
-    Bytes, Cgroup, Controller, Controllers, CpuList, CpuMax, Device, Error, Flag, IoMax, Max, Nice,
-    Resources, Weight,
+    Bytes, Cgroup, Controller, Controllers, CpuList, CpuMax, Device, Error, Flag, HugePageSize,
+    IoMax, Max, Nice, Resources, Weight,
 };
 use qube_testkit::{require_vm, scratch, v2_root};
 
@@ -57,6 +57,7 @@ fn everything(loop0: Device) -> Resources {
         }],
         cpuset_cpus: Some(CpuList::range(0, 0)),
         cpuset_mems: Some(CpuList::range(0, 0)),
+        hugetlb_max: vec![(HugePageSize::SIZE_2M, Max::Limit(Bytes::mib(8)))],
     }
 }
 
@@ -65,10 +66,7 @@ fn apply_sets_every_field_and_they_read_back() {
     let Some(root) = require_vm!() else { return };
     let device = loop0();
     let r = everything(device);
-    assert_eq!(
-        r.controllers(),
-        qube_testkit::VM_CONTROLLERS - Controllers::HUGETLB
-    );
+    assert_eq!(r.controllers(), qube_testkit::VM_CONTROLLERS);
     let cg = scratch(&root, "apply");
     cg.apply(&r).unwrap();
 
@@ -94,6 +92,8 @@ fn apply_sets_every_field_and_they_read_back() {
     assert_eq!(cg.io().max().unwrap(), [expected]);
     assert_eq!(cg.cpuset().cpus().unwrap(), CpuList::range(0, 0));
     assert_eq!(cg.cpuset().mems().unwrap(), CpuList::range(0, 0));
+    let (size, limit) = r.hugetlb_max[0];
+    assert_eq!(cg.hugetlb().max(size).unwrap(), limit);
 
     // Applying it again changes nothing, and an empty Resources writes nothing.
     let before = files(&cg);
@@ -295,6 +295,7 @@ fn valid_resources() -> impl Strategy<Value = Resources> {
         proptest::collection::vec(io_max(), 0..3),
         proptest::option::of(cpu_list(8192)),
         proptest::option::of(cpu_list(1024)),
+        proptest::option::of(0u64..64),
     );
     (memory, cpu, rest).prop_map(|(m, c, rest)| {
         let mut r = Resources {
@@ -316,6 +317,11 @@ fn valid_resources() -> impl Strategy<Value = Resources> {
             io_max: rest.2,
             cpuset_cpus: rest.3,
             cpuset_mems: rest.4,
+            hugetlb_max: rest
+                .5
+                .map(|pages| (HugePageSize::SIZE_2M, Max::Limit(Bytes::mib(2 * pages))))
+                .into_iter()
+                .collect(),
         };
         resolve_contradictions(&mut r);
         r
@@ -343,7 +349,7 @@ fn resolve_contradictions(r: &mut Resources) {
 /// A valid Resources with one thing made wrong, of every kind the kernel refuses or
 /// that contradicts itself.
 fn invalid_resources() -> impl Strategy<Value = Resources> {
-    (valid_resources(), 0usize..14, any::<u64>()).prop_map(|(mut r, kind, n)| {
+    (valid_resources(), 0usize..16, any::<u64>()).prop_map(|(mut r, kind, n)| {
         break_one(&mut r, kind, n);
         r
     })
@@ -403,6 +409,15 @@ fn break_one(r: &mut Resources, kind: usize, n: u64) {
             r.io_max.extend([twice, twice]);
         }
         12 => r.cpuset_cpus = Some(CpuList::range(8192 + (n % 1000) as u32, 9500)),
+        // Not a whole number of 2 MiB pages: k pages and 1..2M-1 bytes.
+        13 => {
+            let bytes = (2 << 20) * (n % 8) + 1 + n % ((2 << 20) - 1);
+            r.hugetlb_max = vec![(HugePageSize::SIZE_2M, Max::Limit(Bytes(bytes)))];
+        }
+        14 => {
+            let twice = (HugePageSize::SIZE_2M, Max::Limit(Bytes::mib(2 * (n % 8))));
+            r.hugetlb_max = vec![twice, twice];
+        }
         _ => r.cpuset_mems = Some(CpuList::range(0, 1024 + (n % 1000) as u32)),
     }
 }

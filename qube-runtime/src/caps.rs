@@ -106,6 +106,11 @@ bitflags::bitflags! {
 impl Capabilities {
     /// Docker's default set: CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID
     /// SETFCAP SETPCAP NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE.
+    ///
+    /// ```
+    /// use qube_runtime::Capabilities;
+    /// assert!(Capabilities::DOCKER_DEFAULT.contains(Capabilities::NET_BIND_SERVICE));
+    /// ```
     pub const DOCKER_DEFAULT: Capabilities = Capabilities::CHOWN
         .union(Capabilities::DAC_OVERRIDE)
         .union(Capabilities::FSETID)

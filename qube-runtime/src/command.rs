@@ -21,6 +21,10 @@ use crate::rootfs::{self, c_path, c_str, Bind, FsSpec};
 use crate::spawn::{self, Launch, SpawnMethod};
 
 /// The `PATH` a container gets when its environment is not inherited.
+///
+/// ```
+/// assert!(qube_runtime::DEFAULT_PATH.ends_with(":/bin"));
+/// ```
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Controllers enabled for every container when the parent can offer them, so that

@@ -18,9 +18,17 @@ use crate::spawn::{reap, SpawnMethod, Spawned};
 use crate::status::ExitStatus;
 
 /// How long [`Container::freeze`] and [`Container::thaw`] wait for the kernel.
+///
+/// ```
+/// assert_eq!(qube_runtime::FREEZE_TIMEOUT.as_secs(), 10);
+/// ```
 pub const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long [`Container::stop`] waits for the cgroup to empty after SIGKILL.
+///
+/// ```
+/// assert_eq!(qube_runtime::KILL_TIMEOUT.as_secs(), 30);
+/// ```
 pub const KILL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running container: its first process (by pidfd) and its cgroup.

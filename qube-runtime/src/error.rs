@@ -12,6 +12,11 @@ use std::time::Duration;
 use nix::errno::Errno;
 
 /// A `Result` whose error is [`Error`].
+///
+/// ```
+/// fn start() -> qube_runtime::Result<()> { Ok(()) }
+/// assert!(start().is_ok());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 macro_rules! steps {

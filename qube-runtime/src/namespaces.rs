@@ -36,6 +36,11 @@ bitflags::bitflags! {
 
 impl Namespaces {
     /// What a typical container gets: every namespace but the user namespace.
+    ///
+    /// ```
+    /// use qube_runtime::Namespaces;
+    /// assert!(!Namespaces::CONTAINER.contains(Namespaces::USER));
+    /// ```
     pub const CONTAINER: Namespaces = Namespaces::PID
         .union(Namespaces::MOUNT)
         .union(Namespaces::UTS)

@@ -6,6 +6,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{lchown, symlink, DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
@@ -73,6 +74,7 @@ impl Images {
     /// Imports an image into a staging directory, then renames it into place, so an image
     /// is either whole or absent.
     pub fn import(&self, name: &Name, source: &ImageSource) -> Result<ImageView, Failure> {
+        let _writing = writing_files();
         let final_dir = self.dir.join(name.as_str());
         if final_dir.exists() {
             return Err(Failure::conflict(format!(
@@ -168,6 +170,24 @@ fn tree_size(dir: &Path) -> u64 {
 }
 
 /// Copies a tree: directories, files (with their modes), symlinks as symlinks, owners
+/// Writers of image files exclude container starts, and starts share this lock.
+///
+/// A container's first process is a clone of the daemon that holds every fd the daemon
+/// had open at that moment until it execs. An image file being written by another thread
+/// is then open for writing in that child too, and exec of that file, by this or any
+/// other container, fails with ETXTBSY.
+static FILE_WRITES: RwLock<()> = RwLock::new(());
+
+/// Held while image files are written.
+pub fn writing_files() -> RwLockWriteGuard<'static, ()> {
+    FILE_WRITES.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Held while a container starts.
+pub fn starting_container() -> RwLockReadGuard<'static, ()> {
+    FILE_WRITES.read().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// kept. Device nodes, fifos and sockets are left out.
 pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     for entry in fs::read_dir(from).map_err(|e| state::annotate(e, "read", from))? {
@@ -362,6 +382,7 @@ impl ContainerRootfs {
                 )),
             }
         }
+        let _writing = writing_files();
         copy_tree(image, &root).map_err(runtime)?;
         Ok(RootfsKind::Copy)
     }

@@ -104,7 +104,10 @@ pub fn start(
     for volume in &record.volumes {
         command = command.bind(&volume.host, &volume.container, volume.readonly);
     }
-    let container = command.spawn().map_err(|e| fail(&e))?;
+    let container = {
+        let _starting = crate::images::starting_container();
+        command.spawn().map_err(|e| fail(&e))?
+    };
     Ok(Launched { container })
 }
 

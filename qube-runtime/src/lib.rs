@@ -68,6 +68,13 @@
 //! prepared before the clone: no allocation, no locks, no formatting. That makes
 //! [`Command::spawn`] safe to call from any thread of any program.
 //!
+//! One hazard is the program's own: the child also holds every fd the program had open
+//! at the clone until it execs, writable ones included. A program that writes an
+//! executable in one thread (copying a root filesystem, say) while another thread spawns
+//! can see exec of that file fail with ETXTBSY, here or anywhere else. Such a program
+//! makes its writers and its spawns exclude each other (the `qube` daemon does, with a
+//! read-write lock), or writes executables from another process.
+//!
 //! # Layout
 //!
 //! One concept per module: [`Command`] (the builder), `spawn` (clone3, the fork fallback,

@@ -255,7 +255,7 @@ pub fn busybox_rootfs(dir: &Path) -> std::io::Result<()> {
     for sub in ["bin", "proc", "dev", "sys", "tmp", "etc", "root"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
-    std::fs::copy(busybox, dir.join("bin/busybox"))?;
+    copy_executable(Path::new(busybox), &dir.join("bin/busybox"))?;
     let out = std::process::Command::new(busybox).arg("--list").output()?;
     for applet in String::from_utf8_lossy(&out.stdout).lines() {
         if applet != "busybox" {
@@ -268,6 +268,25 @@ pub fn busybox_rootfs(dir: &Path) -> std::io::Result<()> {
     )?;
     std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     Ok(())
+}
+
+/// Copies an executable in another process. A copy made here would hold a writable fd
+/// on it, which a container forked by another test thread meanwhile inherits until it
+/// closes its fds; exec of the copy then fails with ETXTBSY.
+fn copy_executable(from: &Path, to: &Path) -> std::io::Result<()> {
+    let status = std::process::Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "cp {} {}: {status}",
+            from.display(),
+            to.display()
+        )))
+    }
 }
 
 /// The open file descriptors of this process.

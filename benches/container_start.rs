@@ -294,6 +294,8 @@ fn oci_config(rootfs: &Path, cgroups_path: &Path) -> Result<String, String> {
                 "inheritable": caps,
                 "ambient": caps,
             },
+            // qube sets no_new_privs too.
+            "noNewPrivileges": true,
         },
         "root": { "path": text(rootfs)?, "readonly": false },
         "mounts": [

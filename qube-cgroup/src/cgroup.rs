@@ -310,18 +310,27 @@ impl Cgroup {
     /// # Ok::<(), qube_cgroup::Error>(())
     /// ```
     pub fn remove(&self) -> Result<()> {
+        if self.try_rmdir()? {
+            return Ok(());
+        }
+        Err(Error::Busy {
+            path: self.path().to_owned(),
+            pids: self.procs().unwrap_or_default(),
+            children: self.children().unwrap_or_default(),
+        })
+    }
+
+    /// `rmdir` through the parent's fd: `Ok(true)` when the cgroup is gone (now or
+    /// before), `Ok(false)` when it still has processes or children.
+    pub(crate) fn try_rmdir(&self) -> Result<bool> {
         let parent = self.dir.open_parent()?;
         match parent.rmdir(self.name()) {
             Ok(()) | Err(Errno::ENOENT) => {
                 // Gone: there is nothing left for the drop to clean up.
                 self.remove_on_drop.store(false, Ordering::Relaxed);
-                Ok(())
+                Ok(true)
             }
-            Err(Errno::EBUSY) | Err(Errno::ENOTEMPTY) => Err(Error::Busy {
-                path: self.path().to_owned(),
-                pids: self.procs().unwrap_or_default(),
-                children: self.children().unwrap_or_default(),
-            }),
+            Err(Errno::EBUSY) | Err(Errno::ENOTEMPTY) => Ok(false),
             Err(e) => Err(parent.classify(Op::Remove, self.name(), None, e)),
         }
     }

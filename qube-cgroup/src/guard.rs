@@ -18,6 +18,10 @@ impl Cgroup {
     /// # Ok::<(), qube_cgroup::Error>(())
     /// ```
     pub fn kill_and_remove(&self, timeout: Duration) -> Result<()> {
+        // The usual case, an empty leaf whose processes have exited, takes one rmdir.
+        if self.try_rmdir()? {
+            return Ok(());
+        }
         let deadline = Instant::now() + timeout;
         match self.kill() {
             Err(Error::NotFound { .. }) => return Ok(()),

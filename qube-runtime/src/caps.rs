@@ -141,10 +141,20 @@ pub(crate) fn bounding_bits_to_drop(keep: Capabilities) -> u64 {
 
 /// The bounding set from `/proc/self/status`; everything the kernel knows when unreadable.
 fn current_bounding_set() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
+    read_proc_self_status()
         .and_then(|status| parse_cap_bnd(&status))
         .unwrap_or(u64::MAX)
+}
+
+/// procfs files report a size of 0, so `read_to_string` would grow its buffer from a few
+/// bytes, one `read(2)` per doubling; a page takes the whole file in one.
+fn read_proc_self_status() -> Option<String> {
+    use std::io::Read;
+    let mut status = String::with_capacity(4096);
+    std::fs::File::open("/proc/self/status")
+        .and_then(|mut file| file.read_to_string(&mut status))
+        .ok()?;
+    Some(status)
 }
 
 fn parse_cap_bnd(status: &str) -> Option<u64> {

@@ -10,6 +10,7 @@
 use std::ffi::CString;
 use std::hint::black_box;
 use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
 use nix::libc;
@@ -106,7 +107,7 @@ impl RawPaths {
 fn raw_cycle(p: &RawPaths, pid: &[u8]) -> u64 {
     // SAFETY: every pointer passed is a valid NUL-terminated path or a live buffer of the given length.
     unsafe {
-        libc::mkdir(p.dir.as_ptr(), 0o755);
+        assert_eq!(libc::mkdir(p.dir.as_ptr(), 0o755), 0, "raw mkdir failed");
         raw_write(&p.memory_max, b"2147483648");
         raw_write(&p.swap_max, b"1073741824");
         raw_write(&p.pids_max, b"256");
@@ -119,7 +120,7 @@ fn raw_cycle(p: &RawPaths, pid: &[u8]) -> u64 {
         let stat =
             MemoryStat::parse(String::from_utf8_lossy(&buf[..n]).into_owned()).unwrap_or_default();
         raw_write(&p.root_procs, pid);
-        libc::rmdir(p.dir.as_ptr());
+        assert_eq!(libc::rmdir(p.dir.as_ptr()), 0, "raw rmdir failed");
         current + stat.anon + stat.file
     }
 }
@@ -167,9 +168,28 @@ fn lifecycle(c: &mut Criterion) {
     let raw = RawPaths::new(&setup);
     let pid = setup.pid().to_string();
     let mut group = c.benchmark_group("lifecycle");
-    group.bench_function("qube-cgroup", |b| b.iter(|| black_box(qube_cycle(&setup))));
+    // The kernel frees a removed cgroup later, in its workqueues, so one variant's cycles
+    // slow the next ones down. Interleaving the two and timing each on its own puts both
+    // under the same load; each function reports its own half.
+    let interleaved = |iters: u64| {
+        let (mut qube, mut raw_time) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..iters {
+            let start = Instant::now();
+            if let Err(e) = black_box(qube_cycle(&setup)) {
+                panic!("qube-cgroup cycle failed: {e}");
+            }
+            qube += start.elapsed();
+            let start = Instant::now();
+            black_box(raw_cycle(&raw, pid.as_bytes()));
+            raw_time += start.elapsed();
+        }
+        (qube, raw_time)
+    };
+    group.bench_function("qube-cgroup", |b| {
+        b.iter_custom(|iters| interleaved(iters).0)
+    });
     group.bench_function("raw syscalls", |b| {
-        b.iter(|| black_box(raw_cycle(&raw, pid.as_bytes())))
+        b.iter_custom(|iters| interleaved(iters).1)
     });
     group.finish();
     let _ = setup.parent.remove();
@@ -223,7 +243,7 @@ fn count_syscalls() {
     for variant in ["qube", "raw"] {
         let log = std::env::temp_dir().join(format!("qube-strace-{variant}"));
         let status = Command::new("strace")
-            .arg("-qq")
+            .args(["-qq", "-T"])
             .arg("-o")
             .arg(&log)
             .arg(&exe)
@@ -248,7 +268,7 @@ fn count_syscalls() {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(8));
+    config = Criterion::default().sample_size(30).measurement_time(Duration::from_secs(8));
     targets = lifecycle, stats_parsing
 }
 

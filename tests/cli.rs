@@ -346,6 +346,84 @@ fn output_goes_to_the_logs_and_the_exit_code_is_kept() {
 }
 
 #[test]
+fn logs_follow_a_running_container_and_stats_stream_until_it_ends() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "follow");
+    daemon.ok(&["image", "import", "alpine", "--busybox"]);
+    // The container blocks on a fifo the test holds, so its second line comes only after
+    // the follower is attached: no timing is involved.
+    let sync = daemon.dir.path().join("sync");
+    fs::create_dir(&sync).unwrap();
+    nix::unistd::mkfifo(&sync.join("go"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let volume = format!("{}:/sync", sync.display());
+    daemon.ok(&[
+        "run",
+        "--name",
+        "follower",
+        "--volume",
+        &volume,
+        "--image",
+        "alpine",
+        "--cmd",
+        "echo first; read word < /sync/go; echo second $word",
+    ]);
+
+    let mut follow = daemon
+        .command(&["logs", "-f", "follower"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut followed = BufReader::new(follow.stdout.take().unwrap());
+    let mut line = String::new();
+    followed.read_line(&mut line).unwrap();
+    assert_eq!(line, "first\n");
+
+    let mut stats = daemon
+        .command(&["stats", "follower"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sampled = BufReader::new(stats.stdout.take().unwrap());
+    let mut rows = Vec::new();
+    while rows.len() < 2 {
+        let mut line = String::new();
+        assert_ne!(
+            sampled.read_line(&mut line).unwrap(),
+            0,
+            "stats ended early"
+        );
+        if line.contains("follower") {
+            rows.push(line);
+        }
+    }
+    assert!(rows.iter().all(|r| r.contains("/ 2GiB")), "{rows:?}");
+    // The second sample has a rate to show.
+    assert!(!rows[1].contains("--"), "{rows:?}");
+
+    fs::OpenOptions::new()
+        .write(true)
+        .open(sync.join("go"))
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut followed, &mut rest).unwrap();
+    assert_eq!(
+        rest, "second go\n",
+        "the follower ends when the container does"
+    );
+    assert!(follow.wait().unwrap().success());
+    assert!(
+        stats.wait().unwrap().success(),
+        "stats of named containers ends when they have all ended"
+    );
+    assert_eq!(daemon.ok(&["wait", "follower"]), "exited with code 0\n");
+    daemon.stop();
+}
+
+#[test]
 fn a_memory_hog_is_reported_oom_killed() {
     let Some(root) = qube_testkit::require_vm!() else {
         return;

@@ -116,26 +116,10 @@ fn reserve_pool() {
 
 /// Maps two default-size (2MB) huge pages and writes to each. Raw syscalls only.
 fn touch_two_huge_pages() -> i32 {
-    use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
     const PAGE: usize = 2 << 20;
-    let Some(len) = std::num::NonZeroUsize::new(2 * PAGE) else {
-        return 2;
-    };
-    // SAFETY: a fresh private anonymous mapping aliases nothing.
-    let Ok(base) = (unsafe {
-        mmap_anonymous(
-            None,
-            len,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_PRIVATE | MapFlags::MAP_HUGETLB,
-        )
-    }) else {
+    let Some(memory) = qube_testkit::Anonymous::map(2 * PAGE, true) else {
         return 3;
     };
-    let base = base.as_ptr().cast::<u8>();
-    for page in 0..2 {
-        // SAFETY: page * PAGE < len, inside the mapping; volatile so the fault happens.
-        unsafe { base.add(page * PAGE).write_volatile(1) };
-    }
+    memory.touch(PAGE, 1);
     0
 }

@@ -174,28 +174,12 @@ const THRASH_BYTES: usize = 64 << 20;
 /// Writes every page of a working set larger than the cgroup's memory.max, forever, so
 /// the process keeps stalling on reclaim and swap-in. Raw syscalls only (it runs after fork).
 fn thrash() -> i32 {
-    use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
-    let Some(len) = std::num::NonZeroUsize::new(THRASH_BYTES) else {
-        return 2;
-    };
-    // SAFETY: a fresh private anonymous mapping aliases nothing.
-    let Ok(base) = (unsafe {
-        mmap_anonymous(
-            None,
-            len,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_PRIVATE,
-        )
-    }) else {
+    let Some(memory) = qube_testkit::Anonymous::map(THRASH_BYTES, false) else {
         return 1;
     };
-    let base = base.as_ptr().cast::<u8>();
     let mut pass: u8 = 0;
     loop {
         pass = pass.wrapping_add(1);
-        for offset in (0..THRASH_BYTES).step_by(4096) {
-            // SAFETY: offset < THRASH_BYTES, inside the mapping; volatile so it is not elided.
-            unsafe { base.add(offset).write_volatile(pass) };
-        }
+        memory.touch(4096, pass);
     }
 }

@@ -116,22 +116,7 @@ pub struct Proc {
 impl Proc {
     /// Forks a child that will do `work` once released.
     pub fn fork(work: Work) -> Proc {
-        let (read_end, write_end) = nix::unistd::pipe().unwrap();
-        // SAFETY: the child only makes raw syscalls (read, mmap, fork, pause, _exit) before
-        // exiting, so no lock held by another thread of the test harness can be needed.
-        match unsafe { fork() }.unwrap() {
-            ForkResult::Child => {
-                drop(write_end);
-                let mut byte = [0u8; 1];
-                let _ = nix::unistd::read(read_end.as_fd(), &mut byte);
-                child_work(work)
-            }
-            ForkResult::Parent { child } => Proc {
-                pid: child,
-                go: Some(write_end),
-                reaped: false,
-            },
-        }
+        fork_held(move || child_work(work))
     }
 
     /// Forks, moves the child into `cg`, and releases it.
@@ -212,26 +197,56 @@ fn child_work(work: Work) -> ! {
     }
 }
 
+/// Private anonymous memory, mapped and written with raw syscalls only, so a forked child
+/// of the multi-threaded test process can use it.
+#[derive(Debug)]
+pub struct Anonymous {
+    base: std::ptr::NonNull<std::ffi::c_void>,
+    len: std::num::NonZeroUsize,
+}
+
+impl Anonymous {
+    /// Maps `bytes` of private anonymous memory, of huge pages with `huge`; `None` when the
+    /// kernel refuses.
+    pub fn map(bytes: usize, huge: bool) -> Option<Anonymous> {
+        use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+        let len = std::num::NonZeroUsize::new(bytes)?;
+        let mut flags = MapFlags::MAP_PRIVATE;
+        if huge {
+            flags |= MapFlags::MAP_HUGETLB;
+        }
+        let protection = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+        // SAFETY: a fresh private anonymous mapping aliases nothing.
+        let base = unsafe { mmap_anonymous(None, len, protection, flags) }.ok()?;
+        Some(Anonymous { base, len })
+    }
+
+    /// Writes `value` to one byte every `stride` bytes, so every page of that stride is
+    /// faulted in (or, past memory.max, reclaimed and faulted again).
+    pub fn touch(&self, stride: usize, value: u8) {
+        let base = self.base.as_ptr().cast::<u8>();
+        for offset in (0..self.len.get()).step_by(stride.max(1)) {
+            // SAFETY: offset < len, inside the mapping; volatile so the write is not elided.
+            unsafe { base.add(offset).write_volatile(value) };
+        }
+    }
+}
+
+impl Drop for Anonymous {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is this value's own, and no reference into it outlives it.
+        let _ = unsafe { nix::sys::mman::munmap(self.base, self.len.get()) };
+    }
+}
+
 fn touch_anonymous(bytes: usize) {
-    use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
-    let Some(len) = std::num::NonZeroUsize::new(bytes) else {
-        return;
-    };
-    // SAFETY: a fresh private anonymous mapping aliases nothing.
-    let Ok(ptr) = (unsafe {
-        mmap_anonymous(
-            None,
-            len,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_PRIVATE,
-        )
-    }) else {
-        exit(99)
-    };
-    let base = ptr.as_ptr().cast::<u8>();
-    for offset in (0..bytes).step_by(4096) {
-        // SAFETY: offset < len, inside the mapping just made; volatile so it is not elided.
-        unsafe { base.add(offset).write_volatile(1) };
+    match Anonymous::map(bytes, false) {
+        // Kept mapped: the child pauses holding it, so the cgroup keeps the charge.
+        Some(memory) => {
+            memory.touch(4096, 1);
+            std::mem::forget(memory);
+        }
+        None => exit(99),
     }
 }
 
@@ -325,15 +340,22 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 /// runs in a forked copy of a multi-threaded test process, so it must only make raw
 /// syscalls: no allocation, no locks, no panics.
 pub fn fork_fn(work: fn() -> i32) -> Proc {
+    fork_held(work)
+}
+
+/// Forks a child that waits for a byte (or EOF) on a pipe, then runs `then` and exits
+/// with what it returns.
+fn fork_held(then: impl FnOnce() -> i32) -> Proc {
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
-    // SAFETY: the child waits on the pipe, then runs `work`, which by contract only makes
-    // raw syscalls, and leaves through _exit.
+    // SAFETY: the child only reads the pipe and runs `then`, which by the contract of
+    // `Proc::fork` and `fork_fn` makes raw syscalls only (read, mmap, fork, pause, _exit),
+    // so no lock held by another thread of the test harness can be needed.
     match unsafe { fork() }.unwrap() {
         ForkResult::Child => {
             drop(write_end);
             let mut byte = [0u8; 1];
             let _ = nix::unistd::read(read_end.as_fd(), &mut byte);
-            exit(work())
+            exit(then())
         }
         ForkResult::Parent { child } => Proc {
             pid: child,

@@ -603,6 +603,61 @@ fn a_restarted_daemon_adopts_running_containers_and_removes_orphans() {
 }
 
 #[test]
+fn exit_codes_are_known_for_containers_that_end_while_the_daemon_is_down() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "exitcodes");
+    daemon.ok(&["image", "import", "alpine", "--busybox"]);
+    // Each container waits on a fifo of the test's, so the test decides when it ends.
+    let sync = daemon.dir.path().join("sync");
+    fs::create_dir(&sync).unwrap();
+    let volume = format!("{}:/sync", sync.display());
+    let run = |name: &str, code: u8| {
+        let fifo = sync.join(name);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let script = format!("read word < /sync/{name}; exit {code}");
+        daemon.ok(&[
+            "run", "--name", name, "--volume", &volume, "--image", "alpine", "--cmd", &script,
+        ]);
+        fifo
+    };
+    let release = |fifo: &Path| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(fifo)
+            .unwrap()
+            .write_all(b"go\n")
+            .unwrap();
+    };
+    let while_down = run("while-down", 5);
+    let after_restart = run("after-restart", 6);
+    let pid = daemon.json(&["info", "while-down", "--json"])["pid"]
+        .as_u64()
+        .unwrap();
+
+    daemon.crash();
+    release(&while_down);
+    qube_testkit::wait_for_exit(u32::try_from(pid).unwrap());
+    daemon.spawn();
+
+    // Ended unwatched: its pid 1 left the code in the container's state directory.
+    let info = daemon.ok(&["info", "while-down"]);
+    assert!(info.contains("Status:      exited with code 5"), "{info}");
+    // Adopted, and its code read from the same file when it ends.
+    let info = daemon.ok(&["info", "after-restart"]);
+    assert!(info.contains("Status:      running"), "{info}");
+    release(&after_restart);
+    assert_eq!(
+        daemon.ok(&["wait", "after-restart"]),
+        "exited with code 6\n"
+    );
+    let list = daemon.ok(&["list"]);
+    assert!(!list.contains("(?)"), "{list}");
+    daemon.stop();
+}
+
+#[test]
 fn a_tarball_reaching_outside_is_refused_and_writes_nothing() {
     let Some(root) = qube_testkit::require_vm!() else {
         return;

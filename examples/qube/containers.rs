@@ -392,7 +392,8 @@ impl Manager {
         self.remove_stale_cgroup(&record.id);
         let (reader, writer) = logs::create_pipe(&slot.dir)
             .map_err(|e| Failure::runtime(format!("cannot make the output pipe: {e}")))?;
-        let launched = match launch::start(&record, &rootfs.path(), &self.parent, writer) {
+        let launched = match launch::start(&record, &rootfs.path(), &slot.dir, &self.parent, writer)
+        {
             Ok(launched) => launched,
             Err(failure) => {
                 rootfs.unmount();
@@ -643,7 +644,7 @@ impl Manager {
         let adopted = record
             .pid
             .ok_or_else(|| "no pid was recorded".to_owned())
-            .and_then(|pid| launch::adopt(pid, &record.cgroup));
+            .and_then(|pid| launch::adopt(pid, &record.cgroup, &slot.dir));
         match adopted {
             Ok(launched) => {
                 log(&format!(
@@ -676,7 +677,8 @@ impl Manager {
         }
     }
 
-    /// Records the end of a container that ended while no daemon watched it.
+    /// Records the end of a container that ended while no daemon watched it: how, from
+    /// the exit status file its pid 1 wrote; OOM-killed if its cgroup says so.
     fn mark_lost(&self, slot: &Arc<Slot>) {
         let record = slot.snapshot();
         let last = Cgroup::open(&record.cgroup).ok().map(|cg| {
@@ -687,11 +689,14 @@ impl Manager {
             last
         });
         ContainerRootfs::new(&slot.dir).unmount();
+        let exit = launch::recorded_exit(&slot.dir).unwrap_or_default();
+        let oom_kills = last.map_or(0, |u| u.oom_kills);
+        let exit = Exit {
+            oom_killed: exit.oom_killed || oom_kills > 0,
+            ..exit
+        };
         slot.update(&self.state, |r| {
-            r.status = match last {
-                Some(u) if u.oom_kills > 0 => Status::OomKilled,
-                _ => Status::Lost,
-            };
+            r.status = status_of(exit, oom_kills);
             r.pid = None;
             r.finished = Some(state::now());
             r.final_usage = last.or(r.final_usage);

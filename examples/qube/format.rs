@@ -113,7 +113,7 @@ pub fn status_long(status: Status) -> String {
         Status::Exited { code } => format!("exited with code {code}"),
         Status::Killed { signal } => format!("killed by signal {signal} ({})", signal_name(signal)),
         Status::OomKilled => "OOM-killed (the memory limit was reached)".into(),
-        Status::Lost => "exited; exit status unknown (it was started by an earlier daemon)".into(),
+        Status::Lost => "exited; exit status unknown (it ended while no daemon watched it)".into(),
     }
 }
 

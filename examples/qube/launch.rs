@@ -3,10 +3,10 @@
 
 use std::fs::File;
 use std::os::fd::BorrowedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use qube_cgroup::Cgroup;
-use qube_runtime::{Command, Container, Namespaces, Network, Stdio};
+use qube_runtime::{Command, Container, ExitStatus, Namespaces, Network, Stdio};
 
 use crate::protocol::Failure;
 use crate::state::Record;
@@ -27,6 +27,35 @@ pub struct Exit {
     pub signal: Option<i32>,
     /// The OOM killer ended a process of the container.
     pub oom_killed: bool,
+}
+
+impl From<ExitStatus> for Exit {
+    fn from(status: ExitStatus) -> Exit {
+        Exit {
+            code: status.code(),
+            signal: status.signal().map(|s| s as i32),
+            oom_killed: status.oom_killed(),
+        }
+    }
+}
+
+/// Where a container's pid 1 writes how its workload ended, in the container's state
+/// directory: it outlives the daemon, so one that restarts learns how a container ended
+/// while no daemon watched it.
+pub fn exit_status_file(container_dir: &Path) -> PathBuf {
+    container_dir.join("exit-status")
+}
+
+/// How a container that ended while no daemon watched it ended, from its exit status
+/// file; `None` when the file says nothing (its pid 1 was killed before it could write).
+pub fn recorded_exit(container_dir: &Path) -> Option<Exit> {
+    match ExitStatus::read_file(exit_status_file(container_dir)) {
+        Ok(status) => status.map(Exit::from),
+        Err(e) => {
+            crate::daemon::log(&e.to_string());
+            None
+        }
+    }
 }
 
 /// A started (or adopted) container.
@@ -52,14 +81,10 @@ impl Launched {
     }
 
     /// Blocks until the first process ends. For a container adopted from an earlier
-    /// daemon the exit code cannot be known (it was not our child): only OOM kills are.
+    /// daemon (not our child) the status comes from its exit status file.
     pub fn wait(&mut self) -> Exit {
         match self.container.wait() {
-            Ok(status) => Exit {
-                code: status.code(),
-                signal: status.signal().map(|s| s as i32),
-                oom_killed: status.oom_killed(),
-            },
+            Ok(status) => Exit::from(status),
             Err(e) => {
                 crate::daemon::log(&format!("waiting for pid {}: {e}", self.pid()));
                 Exit::default()
@@ -70,10 +95,11 @@ impl Launched {
 
 /// Starts the container `record` describes on `rootfs`: `/bin/sh -c` its command, in a
 /// new child of `parent` named by its id with its limits written before it runs, stdout
-/// and stderr into `output`.
+/// and stderr into `output`, its end recorded in its state directory `dir`.
 pub fn start(
     record: &Record,
     rootfs: &Path,
+    dir: &Path,
     parent: &Cgroup,
     output: File,
 ) -> Result<Launched, Failure> {
@@ -95,6 +121,7 @@ pub fn start(
         .rootfs(rootfs)
         .cgroup(parent, record.id.as_str())
         .resources(record.limits.resources())
+        .exit_status_file(exit_status_file(dir))
         .stdin(Stdio::Null)
         .stdout(Stdio::File(output))
         .stderr(Stdio::File(errors));
@@ -113,8 +140,11 @@ pub fn start(
 
 /// Takes over a container that an earlier daemon started: qube-runtime opens a pidfd for
 /// `pid` and checks that the process is in `cgroup`, so a reused pid is never trusted.
-pub fn adopt(pid: u32, cgroup: &Path) -> Result<Launched, String> {
+/// Its end will be read from the exit status file in its state directory `dir`.
+pub fn adopt(pid: u32, cgroup: &Path, dir: &Path) -> Result<Launched, String> {
     Container::adopt(pid, cgroup)
-        .map(|container| Launched { container })
+        .map(|container| Launched {
+            container: container.read_exit_status_from(exit_status_file(dir)),
+        })
         .map_err(|e| e.to_string())
 }

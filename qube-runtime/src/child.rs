@@ -29,6 +29,7 @@ use nix::libc::{self, c_char, c_int, c_ulong};
 use crate::caps::CapsetArgs;
 use crate::error::Step;
 use crate::rootfs::{FsOp, PlannedOp};
+use crate::status::{write_status_line, STATUS_LINE_MAX};
 
 /// What the child reports on the error pipe: 12 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,8 @@ pub(crate) struct ChildPlan {
     pub(crate) report: RawFd,
     /// Write end of the reaper's status pipe.
     pub(crate) status: Option<RawFd>,
+    /// The exit status file the reaper also writes ([`Command::exit_status_file`](crate::Command::exit_status_file)).
+    pub(crate) status_file: Option<RawFd>,
     /// In a new user namespace: become its (mapped) root before touching any file, since
     /// files cannot be created by an unmapped owner (EOVERFLOW).
     pub(crate) become_namespace_root: bool,
@@ -482,11 +485,12 @@ const FORWARDED: [c_int; 5] = [
     libc::SIGUSR2,
 ];
 
-/// Pid 1: hold nothing open but the status pipe, wait for signals (all are blocked), pass
-/// the forwarded ones on, reap every child, and when the workload is gone hand its wait
-/// status to the parent and exit with its code (128 + signal if it was killed).
+/// Pid 1: hold nothing open but the status pipe and file, wait for signals (all are
+/// blocked), pass the forwarded ones on, reap every child, and when the workload is gone
+/// hand its wait status to the parent and exit with its code (128 + signal if it was
+/// killed).
 fn reap_forever(plan: &ChildPlan, workload: libc::pid_t) -> ! {
-    close_all_but(plan.status);
+    close_all_but([plan.status, plan.status_file]);
     // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset.
     let mut waited: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: as above, on our stack.
@@ -502,6 +506,7 @@ fn reap_forever(plan: &ChildPlan, workload: libc::pid_t) -> ! {
         let signal = unsafe { libc::sigwaitinfo(&waited, ptr::null_mut()) };
         if signal == libc::SIGCHLD {
             if let Some(status) = reap_children(workload) {
+                record_status(plan.status_file, status);
                 hand_over_status(plan.status, status);
             }
         } else if signal > 0 {
@@ -541,20 +546,35 @@ fn hand_over_status(fd: Option<RawFd>, status: c_int) -> ! {
     exit(code)
 }
 
-fn close_all_but(keep: Option<RawFd>) {
+/// Writes the workload's status line to the exit status file, where it outlives the
+/// parent; the parent emptied the file before the clone.
+fn record_status(fd: Option<RawFd>, status: c_int) {
+    let Some(fd) = fd else { return };
+    let mut line = [0u8; STATUS_LINE_MAX];
+    let len = write_status_line(status, &mut line);
+    // SAFETY: writes `len` bytes of the stack buffer at offset 0 of an fd we hold.
+    unsafe { libc::pwrite(fd, line.as_ptr().cast(), len, 0) };
+}
+
+/// Closes every fd but those in `keep`.
+fn close_all_but(keep: [Option<RawFd>; 2]) {
     let close = |first: u32, last: u32| {
         if first <= last {
             // SAFETY: close_range takes integers only; failure leaves fds open, harmlessly.
             unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
         }
     };
-    match keep.and_then(|fd| u32::try_from(fd).ok()) {
-        Some(fd) => {
-            close(0, fd.saturating_sub(1));
-            close(fd + 1, u32::MAX);
+    let mut kept = keep.map(|fd| fd.and_then(|fd| u32::try_from(fd).ok()));
+    // In place on the stack: sort_unstable does not allocate.
+    kept.sort_unstable();
+    let mut first = 0;
+    for fd in kept.into_iter().flatten() {
+        if fd > first {
+            close(first, fd - 1);
         }
-        None => close(0, u32::MAX),
+        first = fd.saturating_add(1);
     }
+    close(first, u32::MAX);
 }
 
 /// Unblocks signals and tries each candidate path like `execvp`: a later candidate is

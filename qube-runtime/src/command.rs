@@ -6,9 +6,9 @@ use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use qube_cgroup::{Cgroup, Controllers, Resources};
 
@@ -105,6 +105,7 @@ pub struct Command {
     gid_map: Vec<IdMap>,
     method: SpawnMethod,
     workload_is_init: bool,
+    exit_status_file: Option<PathBuf>,
 }
 
 impl Command {
@@ -139,6 +140,7 @@ impl Command {
             gid_map: Vec::new(),
             method: SpawnMethod::Auto,
             workload_is_init: false,
+            exit_status_file: None,
         }
     }
 
@@ -419,6 +421,27 @@ impl Command {
         self
     }
 
+    /// Has the built-in reaper also write how the workload ended into the file at `path`
+    /// (created, or emptied, at spawn; one line, `exited CODE` or `killed SIGNAL`).
+    ///
+    /// The status reaches the [`Container`] handle through a pipe anyway; the file
+    /// outlives the process that started the container, so a supervisor that restarts
+    /// learns how a container ended while it was away: through
+    /// [`Container::read_exit_status_from`] on a handle it adopts, or
+    /// [`ExitStatus::read_file`](crate::ExitStatus::read_file) once it has ended. Needs
+    /// the reaper: a pid namespace, and not [`workload_is_init`](Command::workload_is_init).
+    ///
+    /// ```
+    /// use qube_runtime::{Command, Namespaces};
+    /// let cmd = Command::new("/bin/server")
+    ///     .namespaces(Namespaces::PID | Namespaces::MOUNT)
+    ///     .exit_status_file("/var/lib/my-supervisor/web/exit-status");
+    /// ```
+    pub fn exit_status_file(mut self, path: impl AsRef<Path>) -> Command {
+        self.exit_status_file = Some(path.as_ref().to_owned());
+        self
+    }
+
     /// Creates the cgroup with its limits, starts the container in it and returns once
     /// the workload has been exec'd. A failure anywhere before the exec (in the parent or
     /// in the child) is returned as a typed error naming the step, path and errno, and
@@ -433,10 +456,12 @@ impl Command {
     pub fn spawn(&self) -> Result<Container> {
         let namespaces = self.effective_namespaces();
         self.validate(namespaces)?;
+        let status_file = self.open_exit_status_file()?;
         let cgroup = self.create_cgroup()?;
         let oom_kills_at_start = oom_kills(&cgroup);
         let (parent_stdio, child_stdio) = self.open_stdio()?;
-        let plan = self.child_plan(namespaces, &child_stdio)?;
+        let mut plan = self.child_plan(namespaces, &child_stdio)?;
+        plan.status_file = status_file.as_ref().map(AsRawFd::as_raw_fd);
         let launch = Launch {
             cgroup: &cgroup,
             namespaces: namespaces.clone_flags(),
@@ -446,7 +471,9 @@ impl Command {
             cwd: self.cwd().unwrap_or_default(),
         };
         let spawned = spawn::spawn(plan, &launch)?;
+        // The reaper holds its own copies of these.
         drop(child_stdio);
+        drop(status_file);
         Ok(Container::new(
             spawned,
             cgroup,
@@ -501,6 +528,12 @@ impl Command {
                 "read-only root and bind mounts need a rootfs",
             ));
         }
+        if self.exit_status_file.is_some() && !self.has_reaper(namespaces) {
+            return Err(Error::config(
+                "exit_status_file",
+                "only the built-in reaper writes it: use a pid namespace, and a workload that is not an init",
+            ));
+        }
         if let Some(cwd) = &self.cwd {
             if self.rootfs.is_some() && !cwd.is_absolute() {
                 return Err(Error::config(
@@ -512,6 +545,27 @@ impl Command {
         self.resources
             .validate()
             .map_err(|e| Error::config("resources", e.to_string()))
+    }
+
+    /// Whether pid 1 of the container is the built-in reaper rather than the workload.
+    fn has_reaper(&self, namespaces: Namespaces) -> bool {
+        namespaces.contains(Namespaces::PID) && !self.workload_is_init
+    }
+
+    /// The exit status file, created or emptied, close-on-exec so only the reaper (which
+    /// never execs) keeps it.
+    fn open_exit_status_file(&self) -> Result<Option<File>> {
+        let Some(path) = &self.exit_status_file else {
+            return Ok(None);
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map(Some)
+            .map_err(|e| Error::io(Step::OpenExitStatusFile, path, &e))
     }
 
     /// Enables what the limits need in the parent (never in one that holds processes),
@@ -570,6 +624,7 @@ impl Command {
             parent_go_end: None,
             report: -1,
             status: None,
+            status_file: None,
             become_namespace_root: namespaces.contains(Namespaces::USER),
             unshare_cgroup: namespaces.contains(Namespaces::CGROUP),
             hostname: self.hostname.as_deref().map(c_str).transpose()?,
@@ -586,7 +641,7 @@ impl Command {
             },
             ids,
             capset: (privileged && final_uid == 0).then(|| CapsetArgs::new(self.capabilities)),
-            reaper: namespaces.contains(Namespaces::PID) && !self.workload_is_init,
+            reaper: self.has_reaper(namespaces),
             exec: self.exec_args()?,
         })
     }
@@ -751,7 +806,7 @@ fn open_one(stdio: &Stdio, is_stdin: bool) -> Result<(Option<File>, Option<Owned
         Stdio::File(file) => {
             let fd = file
                 .try_clone()
-                .map_err(|e| Error::os(Step::OpenStdio, "stdio file", io_errno(&e)))?;
+                .map_err(|e| Error::io(Step::OpenStdio, "stdio file", &e))?;
             Ok((None, Some(above_stdio(fd.into())?)))
         }
     }
@@ -765,10 +820,6 @@ fn above_stdio(fd: OwnedFd) -> Result<OwnedFd> {
         .map_err(|e| Error::os(Step::OpenStdio, "stdio", e))?;
     // SAFETY: a fresh fd returned by F_DUPFD_CLOEXEC, owned by nobody else.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
-}
-
-fn io_errno(e: &std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO))
 }
 
 #[cfg(test)]

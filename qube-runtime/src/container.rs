@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use qube_cgroup::{Bytes, Cgroup, Max};
 
-use crate::error::{Error, Result, Step};
+use crate::error::{io_errno, Error, Result, Step};
 use crate::spawn::{reap, SpawnMethod, Spawned};
 use crate::status::ExitStatus;
 
@@ -67,6 +67,8 @@ struct Process {
     pidfd: OwnedFd,
     /// The reaper's report of the workload's wait status (pid namespace only).
     status_pipe: Option<OwnedFd>,
+    /// The reaper's exit status file, read at the end when there is no pipe (adopted).
+    status_file: Option<PathBuf>,
     /// `memory.events` `oom_kill` when the container started.
     oom_kills_at_start: u64,
     /// Whether it is our child (false after [`Container::adopt`] by another process).
@@ -156,6 +158,7 @@ impl Container {
                 pid: spawned.pid,
                 pidfd: spawned.pidfd,
                 status_pipe: spawned.status,
+                status_file: None,
                 oom_kills_at_start: oom_kills,
                 ours: true,
                 exited: None,
@@ -202,6 +205,7 @@ impl Container {
                 pid: Pid::from_raw(raw),
                 pidfd,
                 status_pipe: None,
+                status_file: None,
                 oom_kills_at_start: oom_kills,
                 ours: is_our_child(pid),
                 exited: None,
@@ -213,6 +217,24 @@ impl Container {
             stderr: None,
             cgroup: cgroup.remove_on_drop(),
         })
+    }
+
+    /// Takes the workload's status, when this adopted container ends, from the exit
+    /// status file its reaper writes ([`Command::exit_status_file`](crate::Command::exit_status_file)).
+    /// Without it an adopted container that is not the caller's child ends with an
+    /// [`ExitStatus::unknown`] status, since only a parent can collect one; a file that
+    /// cannot be read leaves it so.
+    ///
+    /// ```no_run
+    /// use qube_runtime::Container;
+    /// let mut c = Container::adopt(4242, "/sys/fs/cgroup/qube/web")?
+    ///     .read_exit_status_from("/var/lib/my-supervisor/web/exit-status");
+    /// println!("{}", c.wait()?);
+    /// # Ok::<(), qube_runtime::Error>(())
+    /// ```
+    pub fn read_exit_status_from(mut self, path: impl AsRef<Path>) -> Container {
+        self.process.status_file = Some(path.as_ref().to_owned());
+        self
     }
 
     /// The first process's pid, in the caller's pid namespace.
@@ -542,14 +564,21 @@ impl Container {
         })
     }
 
-    /// Records how the first process ended: the reaper's report of the workload if
-    /// there is one, else `raw`; OOM-killed if `oom_kill` rose since the start.
+    /// Records how the first process ended: the reaper's report of the workload (from
+    /// its pipe, or for an adopted container its exit status file) if there is one, else
+    /// `raw`; OOM-killed if `oom_kill` rose since the start.
     fn record_exit(&mut self, raw: Option<libc::c_int>) -> ExitStatus {
-        let reported = self.process.status_pipe.take().and_then(read_status);
-        let status = match reported.or(raw) {
-            Some(raw) => ExitStatus::from_raw(raw),
-            None => ExitStatus::unknown(),
+        let reported = match self.process.status_pipe.take() {
+            Some(pipe) => read_status(pipe).map(ExitStatus::from_raw),
+            None => self
+                .process
+                .status_file
+                .as_deref()
+                .and_then(read_status_file),
         };
+        let status = reported
+            .or(raw.map(ExitStatus::from_raw))
+            .unwrap_or_else(ExitStatus::unknown);
         let oom = oom_kills(&self.cgroup) > self.process.oom_kills_at_start;
         let status = status.with_oom_killed(oom);
         self.process.exited = Some(status);
@@ -595,6 +624,11 @@ fn read_status(fd: OwnedFd) -> Option<libc::c_int> {
     let mut file = File::from(fd);
     file.read_exact(&mut bytes).ok()?;
     Some(libc::c_int::from_ne_bytes(bytes))
+}
+
+/// The status line in the reaper's exit status file, if it wrote one.
+fn read_status_file(path: &Path) -> Option<ExitStatus> {
+    ExitStatus::read_file(path).ok().flatten()
 }
 
 /// `oom_kill` of `memory.events` (0 without the memory controller).
@@ -693,7 +727,7 @@ fn drain_once(pipe: &mut Option<File>, buf: &mut Vec<u8>) -> std::result::Result
         Ok(0) => *pipe = None,
         Ok(n) => buf.extend_from_slice(&chunk[..n]),
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-        Err(e) => return Err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+        Err(e) => return Err(io_errno(&e)),
     }
     Ok(())
 }

@@ -141,6 +141,10 @@ steps! {
     ForkReaper => "fork the workload under the reaper",
     /// (child) `execve` of the program.
     Exec => "exec",
+    /// Opening (and emptying) the exit status file the reaper writes.
+    OpenExitStatusFile => "open exit status file",
+    /// Reading an exit status file.
+    ReadExitStatus => "read exit status from",
 }
 
 impl Step {
@@ -250,6 +254,15 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// An exit status file holds something its reaper did not write.
+    #[error("read exit status from {}: not a reaper's status line: {text:?}", path.display())]
+    BadExitStatusFile {
+        /// The file.
+        path: PathBuf,
+        /// What it holds.
+        text: String,
+    },
+
     /// A wait on a kernel event passed its deadline.
     #[error("{step} {}: timed out after {after:?}", path.display())]
     Timeout {
@@ -279,6 +292,7 @@ impl Error {
             | Error::Unsupported { step, .. }
             | Error::Timeout { step, .. } => Some(*step),
             Error::NotInCgroup { .. } => Some(Step::Adopt),
+            Error::BadExitStatusFile { .. } => Some(Step::ReadExitStatus),
         }
     }
 
@@ -298,6 +312,7 @@ impl Error {
             | Error::Child { path, .. }
             | Error::Unsupported { path, .. }
             | Error::NotInCgroup { path, .. }
+            | Error::BadExitStatusFile { path, .. }
             | Error::Timeout { path, .. } => Some(path),
         }
     }
@@ -329,6 +344,11 @@ impl Error {
         }
     }
 
+    /// Builds an [`Error::Os`] from a std I/O error (EIO if it carries no errno).
+    pub(crate) fn io(step: Step, path: impl Into<PathBuf>, e: &std::io::Error) -> Error {
+        Error::os(step, path, io_errno(e))
+    }
+
     /// Wraps a cgroup error with the step it happened in.
     pub(crate) fn cgroup(step: Step, path: &Path, source: qube_cgroup::Error) -> Error {
         Error::Cgroup {
@@ -345,6 +365,11 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// The errno inside a std I/O error (EIO if it carries none).
+pub(crate) fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO))
 }
 
 #[cfg(test)]

@@ -290,10 +290,7 @@ fn release(
 fn write_id_maps(pid: Pid, uid_map: &str, gid_map: &str) -> Result<()> {
     for (file, text) in [("uid_map", uid_map), ("gid_map", gid_map)] {
         let path = PathBuf::from(format!("/proc/{pid}/{file}"));
-        std::fs::write(&path, text).map_err(|e| {
-            let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-            Error::os(Step::WriteIdMap, path, errno)
-        })?;
+        std::fs::write(&path, text).map_err(|e| Error::io(Step::WriteIdMap, &path, &e))?;
     }
     Ok(())
 }

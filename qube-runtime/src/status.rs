@@ -1,9 +1,12 @@
 //! How a container ended: an exit code or a signal, and whether the OOM killer struck.
 
 use std::fmt;
+use std::path::Path;
 
 use nix::libc;
 use nix::sys::signal::Signal;
+
+use crate::error::{Error, Result, Step};
 
 /// How the container's workload ended.
 ///
@@ -148,6 +151,86 @@ impl ExitStatus {
     pub fn oom_killed(&self) -> bool {
         self.oom_killed
     }
+
+    /// How a workload ended, from the file its reaper wrote
+    /// ([`Command::exit_status_file`](crate::Command::exit_status_file)): `None` while
+    /// the file is empty (the workload still runs, or its reaper was killed before it
+    /// could write). Whether the OOM killer struck is not in the file: that is the
+    /// cgroup's `memory.events`.
+    ///
+    /// ```no_run
+    /// use qube_runtime::ExitStatus;
+    /// match ExitStatus::read_file("/var/lib/my-supervisor/web/exit-status")? {
+    ///     Some(status) => println!("web {status}"),
+    ///     None => println!("web has not ended"),
+    /// }
+    /// # Ok::<(), qube_runtime::Error>(())
+    /// ```
+    pub fn read_file(path: impl AsRef<Path>) -> Result<Option<ExitStatus>> {
+        let path = path.as_ref();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io(Step::ReadExitStatus, path, &e))?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        parse_status_line(&text)
+            .map(Some)
+            .ok_or_else(|| Error::BadExitStatusFile {
+                path: path.to_owned(),
+                text,
+            })
+    }
+}
+
+/// The longest line [`write_status_line`] writes: "exited " or "killed ", ten digits, "\n".
+pub(crate) const STATUS_LINE_MAX: usize = 18;
+
+/// Formats a raw wait status as the exit status file's one line, `exited CODE` or
+/// `killed SIGNAL`, into `buf`; returns its length. Runs in the reaper, after the clone:
+/// no allocation, no formatting machinery.
+pub(crate) fn write_status_line(status: libc::c_int, buf: &mut [u8; STATUS_LINE_MAX]) -> usize {
+    let (word, number): (&[u8], libc::c_int) = if libc::WIFEXITED(status) {
+        (b"exited ", libc::WEXITSTATUS(status))
+    } else {
+        (b"killed ", libc::WTERMSIG(status))
+    };
+    buf[..word.len()].copy_from_slice(word);
+    let mut len = word.len();
+    let mut digits = [0u8; 10];
+    let mut n = number.unsigned_abs();
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in digits[..count].iter().rev() {
+        buf[len] = digit;
+        len += 1;
+    }
+    buf[len] = b'\n';
+    len + 1
+}
+
+/// The inverse of [`write_status_line`].
+fn parse_status_line(text: &str) -> Option<ExitStatus> {
+    let (word, number) = text.strip_suffix('\n')?.split_once(' ')?;
+    if number.starts_with('+') {
+        return None;
+    }
+    let number: i32 = number.parse().ok()?;
+    let end = match word {
+        "exited" => End::Code(number),
+        "killed" => End::Signal(number),
+        _ => return None,
+    };
+    Some(ExitStatus {
+        end,
+        oom_killed: false,
+    })
 }
 
 impl fmt::Display for ExitStatus {
@@ -169,7 +252,42 @@ impl fmt::Display for ExitStatus {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn line(raw: libc::c_int) -> String {
+        let mut buf = [0u8; STATUS_LINE_MAX];
+        let len = write_status_line(raw, &mut buf);
+        String::from_utf8(buf[..len].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn status_lines_read_as_words() {
+        assert_eq!(line(0), "exited 0\n");
+        assert_eq!(line(3 << 8), "exited 3\n");
+        assert_eq!(line(255 << 8), "exited 255\n");
+        assert_eq!(line(libc::SIGKILL), "killed 9\n");
+        for bad in [
+            "",
+            "exited 3",
+            "exited\n",
+            "exited x\n",
+            "died 3\n",
+            "exited +3\n",
+        ] {
+            assert_eq!(parse_status_line(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn status_lines_round_trip_every_wait_status(code in 0..=255i32, signal in 1..=64i32) {
+            for raw in [code << 8, signal] {
+                prop_assert_eq!(parse_status_line(&line(raw)), Some(ExitStatus::from_raw(raw)));
+            }
+        }
+    }
 
     #[test]
     fn raw_statuses_decode() {

@@ -405,3 +405,51 @@ fn a_user_namespace_without_maps_is_a_configuration_error() {
         "{err}"
     );
 }
+
+#[test]
+fn an_exit_status_file_without_the_reaper_is_a_configuration_error() {
+    let Some(root) = require_vm!() else { return };
+    let parent = scratch(&root, "status-file-init");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("exit-status");
+    for command in [
+        Command::new("/bin/true"),
+        Command::new("/bin/true")
+            .namespaces(Namespaces::PID)
+            .workload_is_init(true),
+    ] {
+        let err = command
+            .exit_status_file(&file)
+            .cgroup(&parent, "c")
+            .spawn()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Config {
+                    what: "exit_status_file",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    assert!(!file.exists(), "nothing is written for a refused launch");
+    assert_eq!(parent.children().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn an_exit_status_file_that_cannot_be_opened_names_its_path() {
+    let Some(root) = require_vm!() else { return };
+    let parent = scratch(&root, "status-file-bad");
+    let file = std::path::Path::new("/nonexistent/exit-status");
+    let fs = rootfs();
+    let err = sh(fs.path(), &parent, "c", "true")
+        .exit_status_file(file)
+        .spawn()
+        .unwrap_err();
+    assert_eq!(err.step(), Some(Step::OpenExitStatusFile), "{err}");
+    assert_eq!(err.path(), Some(file));
+    assert_eq!(err.errno(), Some(Errno::ENOENT));
+    assert_eq!(parent.children().unwrap(), Vec::<String>::new());
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use qube_cgroup::{Bytes, Max, Resources};
-use qube_runtime::{Command, Container, Error, Namespaces, SpawnMethod, Stdio};
+use qube_runtime::{Command, Container, Error, ExitStatus, Namespaces, SpawnMethod, Stdio};
 use qube_testkit::{require_vm, scratch};
 
 use common::{descendants, read_line, rootfs, sh};
@@ -226,6 +226,55 @@ fn a_detached_container_can_be_adopted_and_a_wrong_cgroup_is_refused() {
         !detached.cgroup.exists(),
         "the adopted handle removes the cgroup on drop"
     );
+}
+
+#[test]
+fn an_adopted_container_ends_with_the_workloads_status_from_the_exit_status_file() {
+    let Some(root) = require_vm!() else { return };
+    let parent = scratch(&root, "status-file");
+    let fs = rootfs();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("exit-status");
+    std::fs::write(&file, "left from an earlier run\n").unwrap();
+    // Adopted by the process that started it, without and then with the file: the
+    // first sees only the reaper's own exit (128 + SIGUSR1), the second the workload's.
+    for read_file in [false, true] {
+        let c = sh(fs.path(), &parent, "c", "exec sleep 1000")
+            .exit_status_file(&file)
+            .spawn()
+            .unwrap();
+        assert_eq!(
+            ExitStatus::read_file(&file).unwrap(),
+            None,
+            "emptied at spawn, empty while the workload runs"
+        );
+        let detached = c.detach();
+        let mut adopted = Container::adopt(detached.pid, &detached.cgroup).unwrap();
+        if read_file {
+            adopted = adopted.read_exit_status_from(&file);
+        }
+        adopted.signal(Signal::SIGUSR1).unwrap();
+        let status = adopted.wait().unwrap();
+        if read_file {
+            assert_eq!(status.signal(), Some(Signal::SIGUSR1), "{status}");
+        } else {
+            assert_eq!(
+                status.code(),
+                Some(128 + Signal::SIGUSR1 as i32),
+                "{status}"
+            );
+        }
+        assert_eq!(
+            ExitStatus::read_file(&file).unwrap(),
+            Some(ExitStatus::from_signal(Signal::SIGUSR1))
+        );
+        drop(adopted);
+        assert!(!detached.cgroup.exists());
+    }
+    std::fs::write(&file, "exited soon\n").unwrap();
+    let err = ExitStatus::read_file(&file).unwrap_err();
+    assert!(matches!(err, Error::BadExitStatusFile { .. }), "{err}");
+    assert_eq!(err.path(), Some(file.as_path()));
 }
 
 #[test]

@@ -261,6 +261,33 @@ fn exit(code: i32) -> ! {
     unsafe { nix::libc::_exit(code) }
 }
 
+/// Blocks until process `pid` (not necessarily our child) has exited, on its pidfd,
+/// which polls readable at the exit. Returns at once if it is already gone.
+pub fn wait_for_exit(pid: u32) {
+    // SAFETY: pidfd_open takes a pid and flags; the fd it returns is ours alone.
+    let raw = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if raw < 0 {
+        assert_eq!(
+            nix::errno::Errno::last(),
+            nix::errno::Errno::ESRCH,
+            "pidfd_open {pid}"
+        );
+        return;
+    }
+    // SAFETY: a fresh fd from pidfd_open, owned by nothing else.
+    let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) };
+    let mut fds = [nix::poll::PollFd::new(
+        pidfd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    loop {
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            result => return assert_eq!(result.unwrap(), 1),
+        }
+    }
+}
+
 /// Fills `dir` with a busybox root filesystem (busybox-static and its applet links).
 pub fn busybox_rootfs(dir: &Path) -> std::io::Result<()> {
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]

@@ -1,5 +1,5 @@
 //! The full cgroup lifecycle through qube-cgroup, side by side with the same sequence in
-//! raw syscalls, and the stats parsers' throughput.
+//! raw syscalls, and the stats parsers' throughput (memory.stat, cpu.stat, io.stat).
 //!
 //! One cycle: create, set memory.max, memory.swap.max, pids.max and cpu.max, attach a
 //! process, read memory.current and parse memory.stat, move the process back, remove.
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
 use nix::libc;
-use qube_cgroup::{Bytes, Cgroup, Controllers, CpuMax, Max, MemoryStat};
+use qube_cgroup::{Bytes, Cgroup, Controllers, CpuMax, CpuStat, IoStat, Max, MemoryStat};
 
 const PARENT: &str = "qube-bench";
 const BEGIN: &[u8] = b"QUBE-CYCLE-BEGIN";
@@ -195,23 +195,58 @@ fn lifecycle(c: &mut Criterion) {
     let _ = setup.parent.remove();
 }
 
+/// Each stats parser next to the obvious hand-written one: split the text and collect
+/// every key into owned strings, as a caller without typed stats would.
 fn stats_parsing(c: &mut Criterion) {
-    let memory_stat = include_str!("data/memory.stat");
     let mut group = c.benchmark_group("parse");
+    let memory_stat = include_str!("data/memory.stat");
     group.throughput(criterion::Throughput::Bytes(memory_stat.len() as u64));
     group.bench_function("memory.stat", |b| {
         b.iter(|| MemoryStat::parse(black_box(memory_stat).to_owned()))
     });
     group.bench_function("memory.stat baseline: split+parse into a Vec", |b| {
-        b.iter(|| {
-            black_box(memory_stat)
-                .lines()
-                .filter_map(|l| l.split_once(' '))
-                .filter_map(|(k, v)| Some((k.to_owned(), v.parse::<u64>().ok()?)))
-                .collect::<Vec<_>>()
-        })
+        b.iter(|| split_flat(black_box(memory_stat)))
+    });
+    let cpu_stat = include_str!("data/cpu.stat");
+    group.throughput(criterion::Throughput::Bytes(cpu_stat.len() as u64));
+    group.bench_function("cpu.stat", |b| {
+        b.iter(|| CpuStat::parse(black_box(cpu_stat).to_owned()))
+    });
+    group.bench_function("cpu.stat baseline: split+parse into a Vec", |b| {
+        b.iter(|| split_flat(black_box(cpu_stat)))
+    });
+    let io_stat = include_str!("data/io.stat");
+    group.throughput(criterion::Throughput::Bytes(io_stat.len() as u64));
+    group.bench_function("io.stat", |b| {
+        b.iter(|| IoStat::parse(black_box(io_stat).to_owned()))
+    });
+    group.bench_function("io.stat baseline: split+parse into nested Vecs", |b| {
+        b.iter(|| split_nested(black_box(io_stat)))
     });
     group.finish();
+}
+
+/// `key value` lines into owned pairs.
+fn split_flat(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse::<u64>().ok()?)))
+        .collect()
+}
+
+/// `device key=value ...` lines into owned devices and pairs.
+fn split_nested(text: &str) -> Vec<(String, Vec<(String, u64)>)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let device = words.next()?.to_owned();
+            let pairs = words
+                .filter_map(|w| w.split_once('='))
+                .filter_map(|(k, v)| Some((k.to_owned(), v.parse::<u64>().ok()?)))
+                .collect();
+            Some((device, pairs))
+        })
+        .collect()
 }
 
 /// One cycle of each variant between two marker writes, so strace's log can be cut to it.

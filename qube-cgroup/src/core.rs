@@ -217,8 +217,7 @@ impl Cgroup {
     /// # Ok::<(), qube_cgroup::Error>(())
     /// ```
     pub fn stat(&self) -> Result<CgroupStat> {
-        let text = self.dir.read(CgroupStat::FILE)?;
-        CgroupStat::parse(text).map_err(|e| self.with_full_path(e))
+        self.dir.read_parsed(CgroupStat::FILE, CgroupStat::parse)
     }
 
     fn read_hierarchy_limit(&self, file: &str) -> Result<Max<u64>> {
@@ -237,18 +236,6 @@ impl Cgroup {
             ));
         }
         self.dir.write_value(file, &limit)
-    }
-
-    /// Gives a parse error of a statistics file its full path.
-    pub(crate) fn with_full_path(&self, err: Error) -> Error {
-        match err {
-            Error::Parse { path, line, reason } => Error::Parse {
-                path: self.path().join(path),
-                line,
-                reason,
-            },
-            other => other,
-        }
     }
 }
 

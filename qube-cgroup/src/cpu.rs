@@ -339,7 +339,7 @@ impl Cpu<'_> {
     /// # Ok::<(), qube_cgroup::Error>(())
     /// ```
     pub fn stat(&self) -> Result<CpuStat> {
-        CpuStat::parse(self.cg.dir.read(CpuStat::FILE)?)
+        self.cg.dir.read_parsed(CpuStat::FILE, CpuStat::parse)
     }
 }
 

@@ -168,6 +168,14 @@ impl Dir {
         Ok(buf)
     }
 
+    /// Reads a whole interface file and parses it; a parse error names the file's path.
+    pub(crate) fn read_parsed<T>(&self, file: &str, parse: fn(String) -> Result<T>) -> Result<T> {
+        parse(self.read(file)?).map_err(|e| match e {
+            Error::Parse { line, reason, .. } => self.parse_error(file, &line, reason),
+            other => other,
+        })
+    }
+
     /// Reads a single-value file and parses it, without allocating for the text.
     pub(crate) fn read_value<T>(&self, file: &str) -> Result<T>
     where

@@ -10,6 +10,7 @@ use crate::cgroup::Cgroup;
 use crate::dir::Dir;
 use crate::error::{Error, Result};
 use crate::keyed::flat_stats;
+use crate::numa::NumaStat;
 use crate::value::{Bytes, Max};
 
 /// Where the kernel lists the huge page sizes it supports (`hugepages-2048kB`, ...).
@@ -292,6 +293,22 @@ impl Hugetlb<'_> {
         self.read_events(size, "events.local")
     }
 
+    /// Huge pages of `size` in use, in total and per NUMA node, in bytes
+    /// (`hugetlb.<size>.numa_stat`, Linux 5.16+): the entry `total`.
+    ///
+    /// ```no_run
+    /// use qube_cgroup::{Cgroup, HugePageSize};
+    /// let stat = Cgroup::root()?.create("h")?.hugetlb().numa_stat(HugePageSize::SIZE_2M)?;
+    /// println!("{:?}", stat.get("total").map(|t| t.nodes.clone()));
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
+    pub fn numa_stat(&self, size: HugePageSize) -> Result<NumaStat> {
+        self.cg
+            .dir
+            .read_parsed(&size.file("numa_stat"), NumaStat::parse)
+            .map_err(|e| self.unknown_size_or(size, e))
+    }
+
     fn read<T: FromStr<Err = Error>>(&self, size: HugePageSize, name: &str) -> Result<T> {
         let file = size.file(name);
         self.cg
@@ -301,16 +318,10 @@ impl Hugetlb<'_> {
     }
 
     fn read_events(&self, size: HugePageSize, name: &str) -> Result<HugetlbEvents> {
-        let file = size.file(name);
-        let text = self
-            .cg
+        self.cg
             .dir
-            .read(&file)
-            .map_err(|e| self.unknown_size_or(size, e))?;
-        HugetlbEvents::parse(text).map_err(|e| match e {
-            Error::Parse { line, reason, .. } => self.cg.dir.parse_error(&file, &line, reason),
-            other => other,
-        })
+            .read_parsed(&size.file(name), HugetlbEvents::parse)
+            .map_err(|e| self.unknown_size_or(size, e))
     }
 
     fn write_limit(&self, size: HugePageSize, name: &str, limit: Max<Bytes>) -> Result<()> {

@@ -640,7 +640,7 @@ impl Io<'_> {
     /// # Ok::<(), qube_cgroup::Error>(())
     /// ```
     pub fn stat(&self) -> Result<IoStat> {
-        IoStat::parse(self.cg.dir.read(IoStat::FILE)?)
+        self.cg.dir.read_parsed(IoStat::FILE, IoStat::parse)
     }
 }
 

@@ -65,6 +65,7 @@ pub(crate) mod keyed;
 mod memory;
 mod misc;
 mod mount;
+mod numa;
 mod pids;
 mod pressure;
 mod rdma;
@@ -83,6 +84,7 @@ pub use io::{Device, DeviceIoStat, Io, IoMax, IoStat, IoWeight};
 pub use memory::{Memory, MemoryEvents, MemoryStat};
 pub use misc::{Misc, MiscAmounts, MiscEvents, MiscLimits};
 pub use mount::Mounts;
+pub use numa::{NumaEntry, NumaStat};
 pub use pids::{Pids, PidsEvents};
 pub use pressure::{
     Pressure, PressureAvg, PressureKind, PressureLine, PressureResource, PressureThreshold,

@@ -1,8 +1,10 @@
-//! The memory controller: limits, protection, swap, usage, `memory.stat`, `memory.events`.
+//! The memory controller: limits, protection, swap, usage, `memory.stat` (and per NUMA
+//! node), `memory.events`.
 
 use crate::cgroup::Cgroup;
 use crate::error::Result;
 use crate::keyed::{flat_stats, setting};
+use crate::numa::NumaStat;
 use crate::value::{Bytes, Flag, Max};
 
 /// The memory controller of one cgroup, from [`Cgroup::memory`].
@@ -84,17 +86,34 @@ impl Memory<'_> {
 
     /// The breakdown in `memory.stat`.
     pub fn stat(&self) -> Result<MemoryStat> {
-        MemoryStat::parse(self.cg.dir.read(MemoryStat::FILE)?)
+        self.cg.dir.read_parsed(MemoryStat::FILE, MemoryStat::parse)
     }
 
     /// Limit and OOM counters for the group and its descendants (`memory.events`).
     pub fn events(&self) -> Result<MemoryEvents> {
-        MemoryEvents::parse(self.cg.dir.read(MemoryEvents::FILE)?)
+        self.cg
+            .dir
+            .read_parsed(MemoryEvents::FILE, MemoryEvents::parse)
     }
 
     /// The same counters for this group alone (`memory.events.local`).
     pub fn events_local(&self) -> Result<MemoryEvents> {
-        MemoryEvents::parse(self.cg.dir.read("memory.events.local")?)
+        self.cg
+            .dir
+            .read_parsed("memory.events.local", MemoryEvents::parse)
+    }
+
+    /// The `memory.stat` breakdown per NUMA node (`memory.numa_stat`), in bytes.
+    ///
+    /// ```no_run
+    /// let stat = qube_cgroup::Cgroup::open_self()?.memory().numa_stat()?;
+    /// if let Some(anon) = stat.get("anon") {
+    ///     println!("anon on node 0: {:?}", anon.node(0));
+    /// }
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
+    pub fn numa_stat(&self) -> Result<NumaStat> {
+        self.cg.dir.read_parsed("memory.numa_stat", NumaStat::parse)
     }
 
     /// Asks the kernel to reclaim this much from the group (`memory.reclaim`).

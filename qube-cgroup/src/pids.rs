@@ -94,7 +94,7 @@ impl Pids<'_> {
     /// # Ok::<(), qube_cgroup::Error>(())
     /// ```
     pub fn events(&self) -> Result<PidsEvents> {
-        PidsEvents::parse(self.cg.dir.read(PidsEvents::FILE)?)
+        self.cg.dir.read_parsed(PidsEvents::FILE, PidsEvents::parse)
     }
 }
 

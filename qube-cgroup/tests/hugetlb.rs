@@ -94,8 +94,38 @@ fn faults_within_the_limit_succeed() {
     assert_eq!(cg.hugetlb().events(TWO_MB).unwrap().max, 0);
 }
 
-/// Pages for both fault tests at once (they may run in parallel): 2 each.
-const POOL_PAGES: u64 = 4;
+#[test]
+fn numa_stat_counts_faulted_pages_per_node() {
+    let Some(root) = require_vm!() else { return };
+    reserve_pool();
+    let cg = scratch(&root, "hugetlb-numa");
+    let empty = cg.hugetlb().numa_stat(TWO_MB).unwrap();
+    assert_eq!(empty.get("total").unwrap().total, Some(0), "{empty}");
+    let mut child = qube_testkit::fork_fn(hold_two_huge_pages);
+    cg.attach(child.pid()).unwrap();
+    child.wait_until_stopped();
+    let stat = cg.hugetlb().numa_stat(TWO_MB).unwrap();
+    let total = stat.get("total").unwrap();
+    assert_eq!(total.total, Some(4 << 20), "{stat}");
+    assert_eq!(total.nodes, [(0, 4 << 20)], "{stat}");
+    child.signal(Signal::SIGKILL);
+    child.wait();
+}
+
+/// Faults two 2MB huge pages, stops itself to say so, then holds them until killed.
+/// Raw syscalls only.
+fn hold_two_huge_pages() -> i32 {
+    const PAGE: usize = 2 << 20;
+    let Some(memory) = qube_testkit::Anonymous::map(2 * PAGE, true) else {
+        return 3;
+    };
+    memory.touch(PAGE, 1);
+    qube_testkit::stop_self();
+    qube_testkit::pause_forever()
+}
+
+/// Pages for the three faulting tests at once (they may run in parallel): 2 each.
+const POOL_PAGES: u64 = 6;
 
 /// Makes the VM's default huge page pool large enough; it starts empty.
 fn reserve_pool() {

@@ -126,6 +126,26 @@ fn stat_parses_the_kernels_memory_stat() {
 }
 
 #[test]
+fn numa_stat_puts_the_groups_memory_on_the_vms_one_node() {
+    let Some(root) = require_vm!() else { return };
+    let cg = scratch(&root, "numa");
+    let mut p = Proc::fork(Work::AllocThenStop(8 << 20));
+    cg.attach(p.pid()).unwrap();
+    p.wait_until_stopped();
+    let numa = cg.memory().numa_stat().unwrap();
+    let anon = numa.get("anon").unwrap();
+    assert!(anon.sum() >= 8 << 20, "{numa}");
+    assert_eq!(anon.nodes.len(), 1, "the VM has one NUMA node: {numa}");
+    assert_eq!(anon.node(0), Some(anon.sum()));
+    assert!(anon.sum() <= cg.memory().current().unwrap().0);
+    assert!(numa.get("file").is_some(), "{numa}");
+    assert_eq!(
+        numa.to_string().parse::<qube_cgroup::NumaStat>().unwrap(),
+        numa
+    );
+}
+
+#[test]
 fn enabling_is_top_down_and_obeys_no_internal_processes() {
     // cgroup-v2.rst: "Non-root cgroups can distribute domain resources to their children
     // only when they don't have any processes of their own."

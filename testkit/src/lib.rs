@@ -102,6 +102,9 @@ pub enum Work {
     Fork(u8),
     /// Start a new session, fork a child that pauses, then pause.
     SetsidFork,
+    /// Write to this many bytes of fresh anonymous memory, then stop itself (SIGSTOP), so
+    /// [`Proc::wait_until_stopped`] returns when the memory is charged.
+    AllocThenStop(usize),
 }
 
 /// A forked child held on a pipe until [`release`](Proc::release), so a test can put it
@@ -147,6 +150,17 @@ impl Proc {
         status
     }
 
+    /// Releases the child and waits until it has stopped itself ([`stop_self`]): the
+    /// event that says its work is done, without any timing.
+    pub fn wait_until_stopped(&mut self) {
+        self.release();
+        let status = waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::WUNTRACED)).unwrap();
+        assert!(
+            matches!(status, WaitStatus::Stopped(_, Signal::SIGSTOP)),
+            "the child did not get to stop itself: {status:?}"
+        );
+    }
+
     /// Sends a signal.
     pub fn signal(&self, signal: Signal) {
         let _ = kill(self.pid, signal);
@@ -168,6 +182,11 @@ fn child_work(work: Work) -> ! {
         Work::Exit(code) => exit(code),
         Work::Alloc(bytes) => {
             touch_anonymous(bytes);
+            pause_forever()
+        }
+        Work::AllocThenStop(bytes) => {
+            touch_anonymous(bytes);
+            stop_self();
             pause_forever()
         }
         Work::Spin => {
@@ -250,7 +269,15 @@ fn touch_anonymous(bytes: usize) {
     }
 }
 
-fn pause_forever() -> ! {
+/// Stops the calling process with SIGSTOP; for a forked child to say "done" to a parent
+/// in [`Proc::wait_until_stopped`]. A raw syscall only.
+pub fn stop_self() {
+    // SAFETY: getpid and kill take and return integers only.
+    unsafe { nix::libc::kill(nix::libc::getpid(), nix::libc::SIGSTOP) };
+}
+
+/// Pauses until killed; for forked children. A raw syscall only.
+pub fn pause_forever() -> ! {
     loop {
         nix::unistd::pause();
     }

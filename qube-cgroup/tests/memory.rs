@@ -109,14 +109,11 @@ fn swap_max_bounds_swap_use_under_pressure() {
 fn stat_parses_the_kernels_memory_stat() {
     let Some(root) = require_vm!() else { return };
     let cg = scratch(&root, "stat");
-    let _p = Proc::spawn_in(&cg, Work::Alloc(8 << 20));
-    let mut w = Watcher::new(&cg).unwrap();
-    let _ = w.next_event(Duration::from_millis(1));
-    let mut stat = cg.memory().stat().unwrap();
-    while stat.anon < 8 << 20 {
-        let _ = w.next_event(Duration::from_millis(50));
-        stat = cg.memory().stat().unwrap();
-    }
+    let mut p = Proc::fork(Work::AllocThenStop(8 << 20));
+    cg.attach(p.pid()).unwrap();
+    p.wait_until_stopped();
+    let stat = cg.memory().stat().unwrap();
+    assert!(stat.anon >= 8 << 20, "{stat}");
     assert_eq!(stat.get("anon"), Some(stat.anon));
     assert!(stat.iter().count() > 20);
     assert_eq!(

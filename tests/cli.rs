@@ -774,7 +774,7 @@ fn containers_outlive_the_daemon_unless_it_is_told_to_stop_them() {
 }
 
 #[test]
-fn kill_signals_rm_forces_and_images_stay_untouched() {
+fn kill_signals_rm_forces_images_stay_untouched_and_go_only_when_unused() {
     let Some(root) = qube_testkit::require_vm!() else {
         return;
     };
@@ -829,6 +829,30 @@ fn kill_signals_rm_forces_and_images_stay_untouched() {
     let image = daemon.state().join("images/alpine/rootfs");
     assert!(!image.join("etc/motd").exists());
     assert!(fs::symlink_metadata(image.join("bin/ls")).is_ok());
+
+    // An image stays while any container, even a stopped one, was made from it.
+    let in_use = daemon.qube(&["image", "rm", "alpine"]);
+    assert_eq!(in_use.status.code(), Some(1), "{}", stderr(&in_use));
+    assert!(
+        stderr(&in_use).contains("is used by 2 container(s)"),
+        "{}",
+        stderr(&in_use)
+    );
+    assert!(image.exists());
+    daemon.ok(&["rm", "hup"]);
+    daemon.ok(&["rm", "killed"]);
+    assert_eq!(daemon.ok(&["image", "rm", "alpine"]), "alpine\n");
+    assert!(!daemon.state().join("images/alpine").exists());
+    assert_eq!(daemon.json(&["images", "--json"]), serde_json::json!([]));
+    let unknown = daemon.qube(&["image", "rm", "alpine"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("unknown image"),
+        "{}",
+        stderr(&unknown)
+    );
+    let gone = daemon.qube(&["run", "--image", "alpine", "--cmd", "true"]);
+    assert_eq!(gone.status.code(), Some(2), "{}", stderr(&gone));
     daemon.stop();
 }
 

@@ -118,6 +118,13 @@ pub enum ImageCommand {
         #[arg(long)]
         busybox: bool,
     },
+    /// Remove an image that no container was made from.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// The image's name.
+        #[arg(value_parser = parse_name)]
+        name: Name,
+    },
 }
 
 /// `qube daemon`.

@@ -147,6 +147,10 @@ pub fn run(socket: &Path, command: Command) -> Result<(), Fail> {
                 other => unexpected(other),
             }
         }
+        Command::Image(ImageCommand::Rm { name }) => {
+            daemon.expect_done(Request::RemoveImage { name: name.clone() })?;
+            print(&format!("{name}\n"))
+        }
     }
 }
 

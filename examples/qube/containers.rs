@@ -177,6 +177,7 @@ impl Manager {
                     images: vec![image],
                 })
             }
+            Request::RemoveImage { name } => self.remove_image(&name).map(|()| Reply::Done),
         };
         send(reply.unwrap_or_else(Reply::Failed))
     }
@@ -247,6 +248,28 @@ impl Manager {
         self.images.import(name, source)
     }
 
+    /// Removes an image that no container, running or not, was made from (a stopped one
+    /// may start again, and its overlay stands on the image). Under the containers' lock,
+    /// as [`reserve`](Manager::reserve) checks the image under it: a `run` and an image
+    /// removal cannot both succeed.
+    fn remove_image(&self, name: &Name) -> Result<(), Failure> {
+        let slots = lock(&self.slots);
+        let users: Vec<Record> = slots
+            .iter()
+            .map(|s| s.snapshot())
+            .filter(|r| &r.image == name)
+            .collect();
+        if let Some(user) = users.first() {
+            return Err(Failure::conflict(format!(
+                "image \"{name}\" is used by {} container(s), {} ({}) among them; remove them first (qube rm)",
+                users.len(),
+                user.name,
+                user.id
+            )));
+        }
+        self.images.remove(name)
+    }
+
     // ---- run -------------------------------------------------------------------------
 
     fn run(self: &Arc<Self>, spec: RunSpec) -> Result<String, Failure> {
@@ -300,6 +323,9 @@ impl Manager {
     /// Adds the container, unless its name is taken.
     fn reserve(&self, record: Record) -> Result<Arc<Slot>, Failure> {
         let mut slots = lock(&self.slots);
+        if !self.images.exists(&record.image) {
+            return Err(crate::images::unknown_image(&record.image));
+        }
         if let Some(other) = slots
             .iter()
             .map(|s| s.snapshot())

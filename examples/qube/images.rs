@@ -28,7 +28,9 @@ impl Images {
             dir: dir.to_owned(),
         };
         for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().starts_with(".import-") {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".import-") || name.starts_with(".remove-") {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
@@ -48,6 +50,26 @@ impl Images {
         images
     }
 
+    /// Whether the image `name` exists.
+    pub fn exists(&self, name: &Name) -> bool {
+        self.view(name).is_ok()
+    }
+
+    /// Removes an image: renamed out of its place first, so it is either whole or gone.
+    /// The caller makes sure no container uses it.
+    pub fn remove(&self, name: &Name) -> Result<(), Failure> {
+        if !self.exists(name) {
+            return Err(unknown_image(name));
+        }
+        let dir = self.dir.join(name.as_str());
+        let doomed = self.dir.join(format!(
+            ".remove-{name}-{}",
+            state::new_id().map_err(runtime)?
+        ));
+        fs::rename(&dir, &doomed).map_err(|e| runtime(state::annotate(e, "move aside", &dir)))?;
+        fs::remove_dir_all(&doomed).map_err(|e| runtime(state::annotate(e, "remove", &doomed)))
+    }
+
     fn view(&self, name: &Name) -> io::Result<ImageView> {
         let json = fs::read(self.dir.join(name.as_str()).join("image.json"))?;
         serde_json::from_slice(&json).map_err(io::Error::other)
@@ -57,9 +79,7 @@ impl Images {
     pub fn rootfs(&self, name: &Name) -> Result<PathBuf, Failure> {
         if self.view(name).is_err() {
             if name.as_str() != "busybox" {
-                return Err(Failure::bad_input(format!(
-                    "unknown image \"{name}\": see `qube images`, or add it with `qube image import {name} <dir | rootfs.tar[.gz]>`"
-                )));
+                return Err(unknown_image(name));
             }
             match self.import(name, &ImageSource::Busybox) {
                 Ok(_) => {}
@@ -100,6 +120,13 @@ impl Images {
         }
         result
     }
+}
+
+/// The answer for an image that is not there.
+pub fn unknown_image(name: &Name) -> Failure {
+    Failure::bad_input(format!(
+        "unknown image \"{name}\": see `qube images`, or add it with `qube image import {name} <dir | rootfs.tar[.gz]>`"
+    ))
 }
 
 fn runtime(e: io::Error) -> Failure {

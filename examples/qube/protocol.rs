@@ -79,6 +79,11 @@ pub enum Request {
         /// Where it comes from.
         source: ImageSource,
     },
+    /// Remove an image no container uses.
+    RemoveImage {
+        /// The image's name.
+        name: Name,
+    },
 }
 
 /// What an image is imported from.
@@ -370,6 +375,9 @@ mod tests {
             Request::ImportImage {
                 name: "alpine".parse().unwrap(),
                 source: ImageSource::Busybox,
+            },
+            Request::RemoveImage {
+                name: "alpine".parse().unwrap(),
             },
         ];
         for request in requests {

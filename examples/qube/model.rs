@@ -300,8 +300,8 @@ pub enum Status {
     },
     /// The kernel's OOM killer ended it (the memory limit was hit).
     OomKilled,
-    /// It ended, but it was started by an earlier daemon (not our child), so its exit
-    /// status is unknown.
+    /// It ended while no daemon watched it, and its pid 1 left no exit status (it was
+    /// killed before it could write the exit status file).
     Lost,
 }
 

@@ -19,6 +19,9 @@ use serde_json::Value;
 
 const QUBE: &str = env!("CARGO_BIN_EXE_qube");
 
+/// What `qube stats` writes before each sample on a terminal: cursor home, clear screen.
+const REDRAW: &str = "\x1b[H\x1b[2J";
+
 /// The unprivileged user of the VM.
 const QUBETEST_UID: u32 = 1000;
 
@@ -402,6 +405,27 @@ fn logs_follow_a_running_container_and_stats_stream_until_it_ends() {
     // The second sample has a rate to show.
     assert!(!rows[1].contains("--"), "{rows:?}");
 
+    // On a terminal each sample is drawn in place: cursor home, clear, table.
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut on_terminal = daemon
+        .command(&["stats", "follower"])
+        .stdout(std::fs::File::from(pty.slave))
+        .spawn()
+        .unwrap();
+    let mut screen = std::fs::File::from(pty.master);
+    let mut drawn = String::new();
+    while drawn.matches(REDRAW).count() < 2 {
+        let mut chunk = [0u8; 4096];
+        let n = std::io::Read::read(&mut screen, &mut chunk).unwrap();
+        assert_ne!(n, 0, "stats on a terminal ended early: {drawn:?}");
+        drawn.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    let last = drawn.rsplit(REDRAW).next().unwrap();
+    assert!(
+        last.contains("NAME") && last.contains("follower"),
+        "{drawn:?}"
+    );
+
     fs::OpenOptions::new()
         .write(true)
         .open(sync.join("go"))
@@ -419,6 +443,7 @@ fn logs_follow_a_running_container_and_stats_stream_until_it_ends() {
         stats.wait().unwrap().success(),
         "stats of named containers ends when they have all ended"
     );
+    assert!(on_terminal.wait().unwrap().success());
     assert_eq!(daemon.ok(&["wait", "follower"]), "exited with code 0\n");
     daemon.stop();
 }

@@ -2,8 +2,9 @@
 //!
 //! Each test starts its own daemon with its own socket, state directory and cgroup root,
 //! so the tests run in parallel, and stops it at the end. Nothing sleeps to synchronise:
-//! the daemon is ready when it prints its readiness line, and `qube wait` / `qube stop`
-//! return when the daemon has recorded the container's end.
+//! the daemon is ready when it prints its readiness line, `qube wait` / `qube stop`
+//! return when the daemon has recorded the container's end, and a container that must
+//! wait for the test reads a fifo the test opens ([`Gates`]).
 #![allow(clippy::unwrap_used)] // test helpers: a failed step should abort the test loudly
 
 use std::fs;
@@ -177,6 +178,40 @@ impl Drop for Daemon {
             let _ = cg.kill_and_remove(Duration::from_secs(10));
         }
         unmount_below(self.dir.path());
+    }
+}
+
+/// Fifos shared with containers as `/sync`: a container that reads `/sync/NAME` waits
+/// there until the test opens the gate, so the test decides when it goes on.
+struct Gates {
+    dir: PathBuf,
+    /// The `--volume` that shows the gates to a container.
+    volume: String,
+}
+
+impl Gates {
+    fn new(daemon: &Daemon) -> Gates {
+        let dir = daemon.dir.path().join("sync");
+        fs::create_dir(&dir).unwrap();
+        let volume = format!("{}:/sync", dir.display());
+        Gates { dir, volume }
+    }
+
+    /// A closed gate, read inside the container as `/sync/NAME`.
+    fn add(&self, name: &str) -> PathBuf {
+        let fifo = self.dir.join(name);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        fifo
+    }
+
+    /// Lets the container waiting at `gate` go on, with the line "go".
+    fn open(gate: &Path) {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(gate)
+            .unwrap()
+            .write_all(b"go\n")
+            .unwrap();
     }
 }
 
@@ -357,16 +392,14 @@ fn logs_follow_a_running_container_and_stats_stream_until_it_ends() {
     daemon.ok(&["image", "import", "alpine", "--busybox"]);
     // The container blocks on a fifo the test holds, so its second line comes only after
     // the follower is attached: no timing is involved.
-    let sync = daemon.dir.path().join("sync");
-    fs::create_dir(&sync).unwrap();
-    nix::unistd::mkfifo(&sync.join("go"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let volume = format!("{}:/sync", sync.display());
+    let gates = Gates::new(&daemon);
+    let gate = gates.add("go");
     daemon.ok(&[
         "run",
         "--name",
         "follower",
         "--volume",
-        &volume,
+        &gates.volume,
         "--image",
         "alpine",
         "--cmd",
@@ -414,24 +447,21 @@ fn logs_follow_a_running_container_and_stats_stream_until_it_ends() {
         .unwrap();
     let mut screen = std::fs::File::from(pty.master);
     let mut drawn = String::new();
-    while drawn.matches(REDRAW).count() < 2 {
+    let samples = |drawn: &str| {
+        drawn
+            .split(REDRAW)
+            .filter(|screen| screen.starts_with("ID") && screen.contains("follower"))
+            .count()
+    };
+    while samples(&drawn) < 2 {
         let mut chunk = [0u8; 4096];
         let n = std::io::Read::read(&mut screen, &mut chunk).unwrap();
         assert_ne!(n, 0, "stats on a terminal ended early: {drawn:?}");
         drawn.push_str(&String::from_utf8_lossy(&chunk[..n]));
     }
-    let last = drawn.rsplit(REDRAW).next().unwrap();
-    assert!(
-        last.contains("NAME") && last.contains("follower"),
-        "{drawn:?}"
-    );
+    assert!(drawn.starts_with(REDRAW), "{drawn:?}");
 
-    fs::OpenOptions::new()
-        .write(true)
-        .open(sync.join("go"))
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
+    Gates::open(&gate);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut followed, &mut rest).unwrap();
     assert_eq!(
@@ -635,25 +665,15 @@ fn exit_codes_are_known_for_containers_that_end_while_the_daemon_is_down() {
     let mut daemon = Daemon::start(&root, "exitcodes");
     daemon.ok(&["image", "import", "alpine", "--busybox"]);
     // Each container waits on a fifo of the test's, so the test decides when it ends.
-    let sync = daemon.dir.path().join("sync");
-    fs::create_dir(&sync).unwrap();
-    let volume = format!("{}:/sync", sync.display());
+    let gates = Gates::new(&daemon);
     let run = |name: &str, code: u8| {
-        let fifo = sync.join(name);
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let gate = gates.add(name);
         let script = format!("read word < /sync/{name}; exit {code}");
+        let volume = gates.volume.as_str();
         daemon.ok(&[
-            "run", "--name", name, "--volume", &volume, "--image", "alpine", "--cmd", &script,
+            "run", "--name", name, "--volume", volume, "--image", "alpine", "--cmd", &script,
         ]);
-        fifo
-    };
-    let release = |fifo: &Path| {
-        fs::OpenOptions::new()
-            .write(true)
-            .open(fifo)
-            .unwrap()
-            .write_all(b"go\n")
-            .unwrap();
+        gate
     };
     let while_down = run("while-down", 5);
     let after_restart = run("after-restart", 6);
@@ -662,7 +682,7 @@ fn exit_codes_are_known_for_containers_that_end_while_the_daemon_is_down() {
         .unwrap();
 
     daemon.crash();
-    release(&while_down);
+    Gates::open(&while_down);
     qube_testkit::wait_for_exit(u32::try_from(pid).unwrap());
     daemon.spawn();
 
@@ -672,7 +692,7 @@ fn exit_codes_are_known_for_containers_that_end_while_the_daemon_is_down() {
     // Adopted, and its code read from the same file when it ends.
     let info = daemon.ok(&["info", "after-restart"]);
     assert!(info.contains("Status:      running"), "{info}");
-    release(&after_restart);
+    Gates::open(&after_restart);
     assert_eq!(
         daemon.ok(&["wait", "after-restart"]),
         "exited with code 6\n"

@@ -249,10 +249,16 @@ impl Manager {
     }
 
     /// Removes an image that no container, running or not, was made from (a stopped one
-    /// may start again, and its overlay stands on the image). Under the containers' lock,
-    /// as [`reserve`](Manager::reserve) checks the image under it: a `run` and an image
-    /// removal cannot both succeed.
+    /// may start again, and its overlay stands on the image). It is checked and moved
+    /// aside under the containers' lock, as [`reserve`](Manager::reserve) checks the image
+    /// under it: a `run` and an image removal cannot both succeed. The files are deleted
+    /// after the lock is let go.
     fn remove_image(&self, name: &Name) -> Result<(), Failure> {
+        let doomed = self.claim_unused_image(name)?;
+        self.images.delete(&doomed)
+    }
+
+    fn claim_unused_image(&self, name: &Name) -> Result<PathBuf, Failure> {
         let slots = lock(&self.slots);
         let users: Vec<Record> = slots
             .iter()
@@ -267,7 +273,7 @@ impl Manager {
                 user.id
             )));
         }
-        self.images.remove(name)
+        self.images.move_aside(name)
     }
 
     // ---- run -------------------------------------------------------------------------

@@ -55,9 +55,10 @@ impl Images {
         self.view(name).is_ok()
     }
 
-    /// Removes an image: renamed out of its place first, so it is either whole or gone.
-    /// The caller makes sure no container uses it.
-    pub fn remove(&self, name: &Name) -> Result<(), Failure> {
+    /// Takes an image out of the list in one rename, so it is either whole or gone; the
+    /// caller makes sure no container uses it, then [`delete`](Images::delete)s what this
+    /// returns (an interrupted delete is finished by the next [`open`](Images::open)).
+    pub fn move_aside(&self, name: &Name) -> Result<PathBuf, Failure> {
         if !self.exists(name) {
             return Err(unknown_image(name));
         }
@@ -67,7 +68,12 @@ impl Images {
             state::new_id().map_err(runtime)?
         ));
         fs::rename(&dir, &doomed).map_err(|e| runtime(state::annotate(e, "move aside", &dir)))?;
-        fs::remove_dir_all(&doomed).map_err(|e| runtime(state::annotate(e, "remove", &doomed)))
+        Ok(doomed)
+    }
+
+    /// Deletes an image moved aside.
+    pub fn delete(&self, doomed: &Path) -> Result<(), Failure> {
+        fs::remove_dir_all(doomed).map_err(|e| runtime(state::annotate(e, "remove", doomed)))
     }
 
     fn view(&self, name: &Name) -> io::Result<ImageView> {

@@ -402,16 +402,21 @@ fn drop_bounding_set(bits: u64) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Raw system calls, not libc's `setgroups`/`setresgid`/`setresuid`: glibc makes those
+/// apply to every thread of the process, by signalling the threads it believes exist and
+/// waiting for them under a lock. After `clone` from a multi-threaded parent those
+/// threads are not in the child, and the lock may be held by one of them: the child
+/// would hang. The kernel's calls change only the calling thread, the child's only one.
 fn switch_ids(ids: &Ids) -> Result<(), Failure> {
     // SAFETY: pointer and length describe the prepared group list.
-    let ret = unsafe { libc::setgroups(ids.groups.len(), ids.groups.as_ptr()) };
-    check(ret, Step::SetGroups)?;
+    let ret = unsafe { libc::syscall(libc::SYS_setgroups, ids.groups.len(), ids.groups.as_ptr()) };
+    check(ret as c_int, Step::SetGroups)?;
     // SAFETY: integer arguments only.
-    let ret = unsafe { libc::setresgid(ids.gid, ids.gid, ids.gid) };
-    check(ret, Step::SetGid)?;
+    let ret = unsafe { libc::syscall(libc::SYS_setresgid, ids.gid, ids.gid, ids.gid) };
+    check(ret as c_int, Step::SetGid)?;
     // SAFETY: integer arguments only.
-    let ret = unsafe { libc::setresuid(ids.uid, ids.uid, ids.uid) };
-    check(ret, Step::SetUid)?;
+    let ret = unsafe { libc::syscall(libc::SYS_setresuid, ids.uid, ids.uid, ids.uid) };
+    check(ret as c_int, Step::SetUid)?;
     Ok(())
 }
 

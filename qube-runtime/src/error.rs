@@ -145,6 +145,8 @@ steps! {
     OpenExitStatusFile => "open exit status file",
     /// Reading an exit status file.
     ReadExitStatus => "read exit status from",
+    /// Resolving a mount target's symlinks inside the rootfs.
+    ResolveInRoot => "resolve inside the rootfs",
 }
 
 impl Step {

@@ -8,7 +8,6 @@
 //! # Guide
 //!
 //! ```no_run
-//! use std::time::Duration;
 //! use qube_cgroup::{Bytes, Cgroup, Controllers, Max, Resources};
 //! use qube_runtime::{Command, Namespaces, Stdio};
 //!
@@ -31,7 +30,8 @@
 //!
 //! let mut text = String::new();
 //! std::io::Read::read_to_string(c.stdout().expect("piped"), &mut text)?;
-//! assert_eq!(text, "1 in box\n2147483648\n");
+//! // pid 2: with a pid namespace, pid 1 is the reaper that the workload runs under.
+//! assert_eq!(text, "2 in box\n2147483648\n");
 //! let status = c.wait()?; // "exited with code 0", or "killed by SIGKILL (OOM-killed)"
 //! println!("{status}");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -65,7 +65,9 @@
 //! The child is a copy of one thread of a possibly multi-threaded program: a lock held
 //! by another thread at the time of the clone (the allocator's, for one) would never be
 //! released. So between clone and exec the child makes only raw system calls on data
-//! prepared before the clone: no allocation, no locks, no formatting. That makes
+//! prepared before the clone: no allocation, no locks, no formatting. Where a libc
+//! wrapper does more than the system call (glibc's `setresuid` signals every thread it
+//! believes the process has, under a lock), the system call is made directly. That makes
 //! [`Command::spawn`] safe to call from any thread of any program.
 //!
 //! One hazard is the program's own: the child also holds every fd the program had open
@@ -78,8 +80,10 @@
 //! # Layout
 //!
 //! One concept per module: [`Command`] (the builder), `spawn` (clone3, the fork fallback,
-//! the error pipe), `child` (clone to exec), `rootfs` (the mount plan), [`Namespaces`],
-//! [`Capabilities`], [`Container`] (the running handle), [`ExitStatus`] and [`Error`].
+//! the error pipe), `child` (clone to exec), `rootfs` (the mount plan), `resolve` (mount
+//! targets resolved inside the rootfs, so an image's symlinks cannot lead to the host),
+//! [`Namespaces`], [`Capabilities`], [`Container`] (the running handle), [`ExitStatus`]
+//! and [`Error`].
 #![deny(missing_docs)]
 #![cfg(target_os = "linux")]
 
@@ -89,6 +93,7 @@ mod command;
 mod container;
 mod error;
 mod namespaces;
+mod resolve;
 mod rootfs;
 mod spawn;
 mod status;

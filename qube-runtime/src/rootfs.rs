@@ -22,6 +22,7 @@ use nix::libc;
 
 use crate::error::{Error, Result, Step};
 use crate::namespaces::Namespaces;
+use crate::resolve::{mount_point, resolve_in_root};
 
 /// A bind mount from the host into the container.
 ///
@@ -133,14 +134,9 @@ impl Builder {
             data: None,
         };
         self.push(rootfs_bind, Step::PivotRoot, root.to_owned());
-        self.mkdir(&root.join("proc"), 0o555)?;
-        self.mount(
-            Some("proc"),
-            &root.join("proc"),
-            Some("proc"),
-            NOSUID_NODEV_NOEXEC,
-            None,
-        )?;
+        let proc = mount_point(root, "proc")?;
+        self.mkdir(&proc, 0o555)?;
+        self.mount(Some("proc"), &proc, Some("proc"), NOSUID_NODEV_NOEXEC, None)?;
         self.dev(root, spec.namespaces)?;
         self.sys(root, spec.namespaces)?;
         for bind in spec.binds {
@@ -161,7 +157,8 @@ impl Builder {
     }
 
     fn dev(&mut self, root: &Path, ns: Namespaces) -> Result<()> {
-        let dev = root.join("dev");
+        // Below the fresh tmpfs, every path is one this plan makes.
+        let dev = mount_point(root, "dev")?;
         self.mkdir(&dev, 0o755)?;
         let flags = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_STRICTATIME;
         self.mount(
@@ -220,7 +217,7 @@ impl Builder {
     }
 
     fn sys(&mut self, root: &Path, ns: Namespaces) -> Result<()> {
-        let sys = root.join("sys");
+        let sys = mount_point(root, "sys")?;
         self.mkdir(&sys, 0o555)?;
         // sysfs may only be mounted by the owner of the network namespace; in a user
         // namespace without its own network namespace the host's /sys is bound instead.
@@ -250,7 +247,7 @@ impl Builder {
     }
 
     fn bind(&mut self, root: &Path, bind: &Bind) -> Result<()> {
-        let inside = inside_root(root, &bind.target)?;
+        let inside = bind_target(root, &bind.target)?;
         for ancestor in ancestors_below(root, &inside) {
             self.mkdir(&ancestor, 0o755)?;
         }
@@ -375,6 +372,34 @@ fn inside_root(root: &Path, target: &Path) -> Result<PathBuf> {
     Ok(inside)
 }
 
+/// Where a bind mount lands: its target resolved inside the rootfs, so that no mkdir,
+/// file or mount of the plan follows a symlink of the image out to the host. Targets in
+/// `/proc` and `/sys` are refused: the plan mounts those from the kernel first, and their
+/// magic links (`/proc/self/root`) lead to the host's root until `pivot_root`. So are the
+/// links the plan makes in `/dev`.
+fn bind_target(root: &Path, target: &Path) -> Result<PathBuf> {
+    inside_root(root, target)?;
+    let inside = resolve_in_root(root, target)?;
+    let refuse = |why: &str| Error::config("bind target", format!("{} {why}", target.display()));
+    for kernel in ["proc", "sys"] {
+        if inside.starts_with(root.join(kernel)) {
+            return Err(refuse(&format!(
+                "is in /{kernel}, which the container gets from the kernel"
+            )));
+        }
+    }
+    if let Ok(rest) = inside.strip_prefix(root.join("dev")) {
+        let first = rest.components().next().map(|c| c.as_os_str());
+        if DEV_LINKS
+            .iter()
+            .any(|(_, name)| first == Some(name.as_ref()))
+        {
+            return Err(refuse("goes through a symlink the container's /dev gets"));
+        }
+    }
+    Ok(inside)
+}
+
 /// The directories strictly between `root` and `path`, outermost first.
 fn ancestors_below(root: &Path, path: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = path
@@ -453,5 +478,29 @@ mod tests {
             readonly: false,
         }];
         assert!(plan(&spec(Namespaces::MOUNT, Path::new("/r"), &escape)).is_err());
+    }
+
+    #[test]
+    fn binds_into_kernel_filesystems_and_dev_links_are_refused() {
+        for target in [
+            "/proc/self/root/etc",
+            "/sys/kernel",
+            "/dev/fd/3",
+            "/dev/stdout",
+        ] {
+            let binds = [Bind {
+                source: "/x".into(),
+                target: target.into(),
+                readonly: false,
+            }];
+            let err = plan(&spec(Namespaces::MOUNT, Path::new("/r"), &binds)).unwrap_err();
+            assert!(err.to_string().contains(target), "{target}: {err}");
+        }
+        let shm = [Bind {
+            source: "/x".into(),
+            target: "/dev/shm/x".into(),
+            readonly: false,
+        }];
+        assert!(plan(&spec(Namespaces::MOUNT, Path::new("/r"), &shm)).is_ok());
     }
 }

@@ -367,6 +367,35 @@ fn a_read_only_root_and_binds_are_honoured() {
 }
 
 #[test]
+fn symlinks_in_the_rootfs_cannot_point_mounts_at_the_host() {
+    let Some(root) = require_vm!() else { return };
+    let parent = scratch(&root, "symlinks");
+    let fs = rootfs();
+    let host = tempfile::tempdir().unwrap();
+    // An image whose /data leads, read on the host, into a host directory.
+    std::os::unix::fs::symlink(host.path(), fs.path().join("data")).unwrap();
+    let volume = tempfile::tempdir().unwrap();
+    std::fs::write(volume.path().join("file"), "from the volume\n").unwrap();
+    let cmd =
+        sh(fs.path(), &parent, "c", "cat /data/sub/file").bind(volume.path(), "/data/sub", true);
+    // Inside, /data leads where the image says, and the bind is there.
+    assert_eq!(stdout_of(cmd), "from the volume\n");
+    assert!(
+        !host.path().join("sub").exists(),
+        "the bind's mkdir reached the host"
+    );
+    let inside = fs.path().join(host.path().strip_prefix("/").unwrap());
+    assert!(inside.join("sub").is_dir());
+
+    std::fs::remove_dir(fs.path().join("proc")).unwrap();
+    std::os::unix::fs::symlink(host.path(), fs.path().join("proc")).unwrap();
+    let err = sh(fs.path(), &parent, "c", "true").spawn().unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+    assert!(err.to_string().contains("/proc is a symlink"), "{err}");
+    assert!(std::fs::read_dir(host.path()).unwrap().next().is_none());
+}
+
+#[test]
 fn a_user_namespace_maps_root_to_an_unprivileged_range() {
     let Some(root) = require_vm!() else { return };
     let parent = scratch(&root, "userns");

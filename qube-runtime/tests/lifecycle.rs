@@ -326,14 +326,25 @@ fn spawning_from_many_threads_while_others_allocate_never_hangs() {
                 std::hint::black_box(v);
             }
         });
+        // Keeps glibc's thread list and its lock busy: a child that switched ids with
+        // glibc's setresuid could wait forever on threads it does not have.
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::spawn(|| ()).join().unwrap();
+            }
+        });
         let spawners: Vec<_> = (0..4)
             .map(|t| {
                 let (parent, fs) = (&parent, fs.path());
                 s.spawn(move || {
                     for i in 0..5 {
                         let name = format!("t{t}-{i}");
-                        let out = sh(fs, parent, &name, "echo ok").output().unwrap();
-                        assert_eq!(out.stdout, b"ok\n", "{name}: {}", out.status);
+                        let out = sh(fs, parent, &name, "id -u")
+                            .uid(65534)
+                            .gid(65534)
+                            .output()
+                            .unwrap();
+                        assert_eq!(out.stdout, b"65534\n", "{name}: {}", out.status);
                     }
                 })
             })

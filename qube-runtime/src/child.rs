@@ -481,13 +481,32 @@ extern "C" fn exec_workload(arg: *mut libc::c_void) -> c_int {
     127
 }
 
-/// The signals pid 1 passes on to the workload.
-const FORWARDED: [c_int; 5] = [
-    libc::SIGTERM,
-    libc::SIGINT,
+/// The signals pid 1 passes on to the workload: every one another process may send to
+/// ask something of it (as tini forwards them). Not SIGCHLD, which is pid 1's own, nor
+/// the signals of a fault (SIGSEGV, SIGBUS, ...), which only make sense for the process
+/// that faulted; SIGKILL and SIGSTOP cannot be caught, and the cgroup's kill and freeze
+/// reach every process anyway.
+const FORWARDED: [c_int; 20] = [
     libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
     libc::SIGUSR1,
     libc::SIGUSR2,
+    libc::SIGPIPE,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGURG,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGWINCH,
+    libc::SIGIO,
+    libc::SIGPWR,
 ];
 
 /// Pid 1: hold nothing open but the status pipe and file, wait for signals (all are

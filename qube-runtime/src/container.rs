@@ -412,8 +412,9 @@ impl Container {
     }
 
     /// Sends `signal` to the first process (through its pidfd, so never to a reused pid).
-    /// With a pid namespace that is the reaper, which forwards SIGTERM, SIGINT, SIGHUP,
-    /// SIGUSR1 and SIGUSR2 to the workload.
+    /// With a pid namespace that is the reaper, which forwards every signal another
+    /// process may send (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH,
+    /// SIGCONT, ...) to the workload; not the signals of a fault (SIGSEGV, SIGBUS, ...).
     ///
     /// ```no_run
     /// # fn f(c: &qube_runtime::Container) -> Result<(), qube_runtime::Error> {

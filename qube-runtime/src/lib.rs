@@ -54,7 +54,7 @@
 //!    `/sys/fs/cgroup` and bind mounts, working directory, stdio, every other fd
 //!    close-on-exec, capabilities reduced to Docker's default set, uid/gid, and
 //!    `PR_SET_NO_NEW_PRIVS`. With a pid namespace, pid 1 stays behind as a tiny reaper
-//!    (reaps orphans, forwards SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2, exits with the
+//!    (reaps orphans, forwards every signal but those of a fault, exits with the
 //!    workload's status) and the workload is forked under it.
 //! 4. **exec**. Any failure in 3 or 4 is written to a close-on-exec pipe as (step,
 //!    errno) and [`Command::spawn`] returns [`Error::Child`] naming the step, the path

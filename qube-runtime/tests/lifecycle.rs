@@ -138,6 +138,24 @@ fn signals_to_the_reaper_reach_the_workload_and_its_status_comes_back() {
 }
 
 #[test]
+fn signals_beyond_term_reach_the_workload_too() {
+    let Some(root) = require_vm!() else { return };
+    let parent = scratch(&root, "forward-more");
+    let fs = rootfs();
+    let script = "trap 'echo winch' WINCH; trap 'exit 9' QUIT; \
+                  echo ready; while :; do sleep 1000 & wait; done";
+    let mut c = sh(fs.path(), &parent, "c", script)
+        .stdout(Stdio::Piped)
+        .spawn()
+        .unwrap();
+    assert_eq!(read_line(&mut c), "ready");
+    c.signal(Signal::SIGWINCH).unwrap();
+    assert_eq!(read_line(&mut c), "winch");
+    c.signal(Signal::SIGQUIT).unwrap();
+    assert_eq!(c.wait().unwrap().code(), Some(9));
+}
+
+#[test]
 fn kill_ends_everything_at_once() {
     let Some(root) = require_vm!() else { return };
     let parent = scratch(&root, "kill");

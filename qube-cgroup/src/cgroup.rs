@@ -32,8 +32,12 @@ pub const DROP_TIMEOUT: Duration = Duration::from_secs(10);
 /// root.enable_controllers(Controllers::MEMORY)?;
 /// let cg = root.create("demo")?;
 /// cg.memory().set_max(Max::Limit(Bytes::gib(2)))?;
-/// cg.attach(std::process::id())?;
-/// # Ok::<(), qube_cgroup::Error>(())
+/// // A child, not this process: dropping `cg` kills whatever is in it.
+/// let mut child = std::process::Command::new("sleep").arg("60").spawn()?;
+/// cg.attach(child.id())?;
+/// drop(cg); // kills the sleep and removes the cgroup
+/// child.wait()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub struct Cgroup {

@@ -176,26 +176,42 @@ impl Dir {
         })
     }
 
-    /// Reads a single-value file and parses it, without allocating for the text.
+    /// Reads a single-value file and parses it, without allocating for the text when it
+    /// fits in `SMALL` bytes; a longer file (cpuset.cpus on a large machine) is read whole.
     pub(crate) fn read_value<T>(&self, file: &str) -> Result<T>
     where
         T: FromStr<Err = Error>,
     {
         let fd = self.open_flags(file, OFlag::O_RDONLY, Op::Read)?;
+        let read_err = |e| self.classify(Op::Read, file, None, e);
         let mut buf = [0u8; SMALL];
         let mut len = 0;
         loop {
-            let n = unistd::read(fd.as_fd(), &mut buf[len..])
-                .map_err(|e| self.classify(Op::Read, file, None, e))?;
+            let n = unistd::read(fd.as_fd(), &mut buf[len..]).map_err(read_err)?;
             len += n;
+            if len == buf.len() {
+                // A full buffer says nothing about the end, even if it ends a line: the
+                // rest may follow, and a truncated value would parse as a wrong one.
+                let mut bytes = Vec::with_capacity(SMALL + PAGE);
+                bytes.extend_from_slice(&buf);
+                read_to_end(fd.as_fd(), &mut bytes).map_err(read_err)?;
+                return self.parse_value(file, &bytes);
+            }
             // kernfs hands out a whole single-value file in one read: a short read that
             // ends its line is the end, which saves the read that would return 0.
-            if n == 0 || len == buf.len() || buf[..len].ends_with(b"\n") {
+            if n == 0 || buf[..len].ends_with(b"\n") {
                 break;
             }
         }
-        let text = std::str::from_utf8(&buf[..len])
-            .map_err(|_| self.parse_error(file, "", "not UTF-8"))?;
+        self.parse_value(file, &buf[..len])
+    }
+
+    fn parse_value<T>(&self, file: &str, bytes: &[u8]) -> Result<T>
+    where
+        T: FromStr<Err = Error>,
+    {
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| self.parse_error(file, "", "not UTF-8"))?;
         let text = text.trim_end_matches('\n');
         text.parse::<T>()
             .map_err(|e| self.parse_error(file, text, e.to_string()))
@@ -415,5 +431,60 @@ fn with_value(err: Error, value: Option<String>) -> Error {
             source,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text as read, so a test sees exactly what `read_value` handed to the parser.
+    #[derive(Debug, PartialEq)]
+    struct Text(String);
+
+    impl FromStr for Text {
+        type Err = Error;
+
+        fn from_str(text: &str) -> Result<Text> {
+            Ok(Text(text.to_owned()))
+        }
+    }
+
+    fn read_back(contents: &str) -> String {
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(tmp.path().join("value"), contents).expect("write the file");
+        let dir = Dir::open(tmp.path()).expect("open the directory");
+        let Text(text) = dir.read_value("value").expect("read the value");
+        text
+    }
+
+    #[test]
+    fn small_values_are_read_whole() {
+        assert_eq!(read_back("max\n"), "max");
+        assert_eq!(read_back(""), "");
+        assert_eq!(read_back("no newline"), "no newline");
+    }
+
+    #[test]
+    fn values_longer_than_the_small_buffer_are_read_whole() {
+        // cpuset.cpus.effective on a large machine with scattered CPUs.
+        let cpus: Vec<String> = (0..200).map(|c| (c * 2).to_string()).collect();
+        let long = cpus.join(",");
+        assert!(long.len() > SMALL);
+        assert_eq!(read_back(&format!("{long}\n")), long);
+        // Longer than a page after the buffer, too.
+        let huge = "7,".repeat(PAGE * 2) + "7";
+        assert_eq!(read_back(&format!("{huge}\n")), huge);
+    }
+
+    #[test]
+    fn a_full_buffer_that_ends_a_line_is_not_taken_as_the_end() {
+        let first = "1".repeat(SMALL - 1);
+        let both = format!("{first}\n2\n");
+        assert_eq!(read_back(&both), format!("{first}\n2"));
+        let exact = "3".repeat(SMALL - 1);
+        assert_eq!(read_back(&format!("{exact}\n")), exact);
+        let over = "4".repeat(SMALL);
+        assert_eq!(read_back(&format!("{over}\n")), over);
     }
 }

@@ -96,7 +96,7 @@ impl Cgroup {
     ) -> Result<CgroupEvents> {
         const FILE: &str = "cgroup.events";
         let fd = self.dir.open_file(FILE)?;
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let mut text = String::with_capacity(64);
         loop {
             // Read first, then poll: the read arms the notification, so no change is lost between.
@@ -106,8 +106,7 @@ impl Cgroup {
             if done(&events) {
                 return Ok(events);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout {
                     op: Op::Wait,
                     path: self.path_of(FILE),
@@ -115,7 +114,8 @@ impl Cgroup {
                     after: timeout,
                 });
             }
-            poll_priority(fd.as_fd(), left)
+            // Woken or timed out, the file is read again: the loop decides which it was.
+            poll_until(fd.as_fd(), PollFlags::POLLPRI, deadline)
                 .map_err(|e| self.dir.classify(Op::Wait, FILE, None, e))?;
         }
     }
@@ -128,14 +128,39 @@ fn reread(fd: BorrowedFd<'_>, text: &mut String) -> std::result::Result<(), Errn
     read_fd_into(fd, text)
 }
 
-/// Waits for the kernel to flag a change of a kernfs file (or the time to run out).
-fn poll_priority(fd: BorrowedFd<'_>, left: Duration) -> std::result::Result<(), Errno> {
-    let millis = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
-    let mut fds = [PollFd::new(fd, PollFlags::POLLPRI)];
-    match nix::poll::poll(&mut fds, PollTimeout::from(millis)) {
-        Ok(_) | Err(Errno::EINTR) => Ok(()),
-        Err(e) => Err(e),
+/// Polls `fd` until it reports `events` (true) or `deadline` has passed (false); no
+/// deadline waits for as long as it takes.
+///
+/// A signal (EINTR) or poll's own cap on a timeout is not the deadline, so neither ends
+/// the wait: callers take `false` as "the time ran out".
+fn poll_until(
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    deadline: Option<Instant>,
+) -> std::result::Result<bool, Errno> {
+    loop {
+        let timeout = match deadline {
+            Some(d) => poll_timeout(d.saturating_duration_since(Instant::now())),
+            None => PollTimeout::NONE,
+        };
+        let mut fds = [PollFd::new(fd, events)];
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(0) | Err(Errno::EINTR) => {}
+            Ok(_) => return Ok(true),
+            Err(e) => return Err(e),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(false);
+        }
     }
+}
+
+/// Poll's timeout for the time left: rounded up, since a poll that returned a fraction of
+/// a millisecond early would be called again with 0 and spin until the deadline; capped at
+/// what poll takes, the caller polling again after that.
+fn poll_timeout(left: Duration) -> PollTimeout {
+    let millis = left.as_nanos().div_ceil(1_000_000);
+    PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
 }
 
 /// One change seen by a [`Watcher`].
@@ -253,7 +278,8 @@ impl Watcher {
     /// The next change, waiting up to `timeout`; `Ok(None)` when the time ran out or the
     /// watcher has ended (after [`Event::Removed`]).
     pub fn next_event(&mut self, timeout: Duration) -> Result<Option<Event>> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add to now (Duration::MAX) is no deadline at all.
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));
@@ -261,8 +287,7 @@ impl Watcher {
             if self.ended {
                 return Ok(None);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !self.wait_readable(left)? {
+            if !self.wait_readable(deadline)? {
                 return Ok(None);
             }
             self.process()?;
@@ -324,14 +349,9 @@ impl Watcher {
         self.last_memory = now;
     }
 
-    fn wait_readable(&self, left: Duration) -> Result<bool> {
-        let millis = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
-        match nix::poll::poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(n) => Ok(n > 0),
-            Err(Errno::EINTR) => Ok(false),
-            Err(e) => Err(self.io_error(e)),
-        }
+    /// Whether inotify has something to read before `deadline`.
+    fn wait_readable(&self, deadline: Option<Instant>) -> Result<bool> {
+        poll_until(self.inotify.as_fd(), PollFlags::POLLIN, deadline).map_err(|e| self.io_error(e))
     }
 
     fn read_cgroup_events(&self) -> Result<CgroupEvents> {
@@ -379,6 +399,73 @@ impl AsFd for Watcher {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn poll_timeouts_are_not_capped_below_what_poll_takes() {
+        let ms = |t: PollTimeout| t.as_millis();
+        assert_eq!(ms(poll_timeout(Duration::from_secs(100))), Some(100_000));
+        assert_eq!(ms(poll_timeout(Duration::from_secs(3600))), Some(3_600_000));
+        assert_eq!(poll_timeout(Duration::MAX), PollTimeout::MAX);
+        assert_eq!(ms(poll_timeout(Duration::from_micros(1))), Some(1));
+        assert_eq!(ms(poll_timeout(Duration::ZERO)), Some(0));
+    }
+
+    #[test]
+    fn poll_until_reports_ready_and_timed_out() {
+        let (rx, tx) = nix::unistd::pipe().unwrap();
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert!(!poll_until(rx.as_fd(), PollFlags::POLLIN, Some(soon)).unwrap());
+        assert!(Instant::now() >= soon, "returned before the deadline");
+        nix::unistd::write(&tx, b"x").unwrap();
+        assert!(poll_until(rx.as_fd(), PollFlags::POLLIN, None).unwrap());
+        let past = Instant::now();
+        assert!(poll_until(rx.as_fd(), PollFlags::POLLIN, Some(past)).unwrap());
+    }
+
+    static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+    extern "C" fn count_signal(_: nix::libc::c_int) {
+        SIGNALS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_signal_does_not_end_the_wait() {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        // No SA_RESTART, and poll is never restarted anyway: each signal that lands in
+        // the poll makes it fail with EINTR.
+        let action = SigAction::new(
+            SigHandler::Handler(count_signal),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler only touches an atomic, which is async-signal-safe; SIGUSR1
+        // is used by no other test in this binary, and is sent only to the thread below.
+        unsafe { sigaction(Signal::SIGUSR1, &action) }.unwrap();
+        let (rx, tx) = nix::unistd::pipe().unwrap();
+        let (id_tx, id_rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            id_tx.send(nix::sys::pthread::pthread_self()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            poll_until(rx.as_fd(), PollFlags::POLLIN, Some(deadline))
+        });
+        let thread = id_rx.recv().unwrap();
+        for _ in 0..5 {
+            let before = SIGNALS.load(Ordering::SeqCst);
+            nix::sys::pthread::pthread_kill(thread, Signal::SIGUSR1).unwrap();
+            // The handler has run, so the waiter is past that signal before the next; a
+            // waiter that returned takes no more signals, and the asserts below say why.
+            while SIGNALS.load(Ordering::SeqCst) == before && !waiter.is_finished() {
+                std::thread::yield_now();
+            }
+        }
+        assert!(!waiter.is_finished(), "the wait ended at a signal");
+        nix::unistd::write(&tx, b"x").unwrap();
+        assert!(
+            waiter.join().unwrap().unwrap(),
+            "the wait must end readable"
+        );
+    }
 
     proptest! {
         #[test]

@@ -45,12 +45,14 @@ impl Memory<'_> {
         high, set_high, "memory.high", Max<Bytes>
     );
     setting!(
-        /// Best-effort protection from reclaim.
-        low, set_low, "memory.low", Bytes
+        /// Best-effort protection from reclaim: below it the group is reclaimed only when
+        /// no unprotected memory is left. `max` protects everything the group uses.
+        low, set_low, "memory.low", Max<Bytes>
     );
     setting!(
-        /// Hard protection from reclaim.
-        min, set_min, "memory.min", Bytes
+        /// Hard protection from reclaim: below it the group is never reclaimed. `max`
+        /// protects everything the group uses.
+        min, set_min, "memory.min", Max<Bytes>
     );
     setting!(
         /// The hard limit on swap use.

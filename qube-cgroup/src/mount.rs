@@ -105,18 +105,21 @@ fn parse_line(line: &str) -> Option<(PathBuf, &str, &str)> {
     Some((PathBuf::from(unescape(mount_point)), fs_type, super_options))
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...). Three octal digits can
+/// say up to 511, which is no byte: the kernel never writes one above `\377`, so such a
+/// sequence is not an escape and stays as it is.
 fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes
+        let escaped = bytes
             .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match octal {
-            Some(d) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+            .filter(|_| bytes[i] == b'\\')
+            .and_then(octal_byte);
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
                 i += 4;
             }
             None => {
@@ -126,6 +129,15 @@ fn unescape(field: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The byte three octal digits name, if they are octal digits and name a byte.
+fn octal_byte(digits: &[u8]) -> Option<u8> {
+    let value = digits.iter().try_fold(0u32, |value, &d| {
+        let digit = char::from(d).to_digit(8)?;
+        Some(value * 8 + digit)
+    })?;
+    u8::try_from(value).ok()
 }
 
 #[cfg(test)]
@@ -159,10 +171,44 @@ mod tests {
         }
     }
 
+    #[test]
+    fn octal_sequences_above_a_byte_stay_literal() {
+        assert_eq!(unescape("/a\\400b"), "/a\\400b");
+        assert_eq!(unescape("/\\777"), "/\\777");
+        assert_eq!(unescape("/\\377x\\134"), "/\u{fffd}x\\");
+        assert_eq!(unescape("/a\\04"), "/a\\04");
+        let m = Mounts::parse("1 1 0:1 / /x\\777y\\011 rw - cgroup2 none rw\n");
+        assert_eq!(m.cgroup2(), Some(Path::new("/x\\777y\t")));
+    }
+
     proptest! {
         #[test]
         fn never_panics(s in "(.{0,40}\n){0,5}") {
             let _ = Mounts::parse(&s);
+        }
+
+        /// Mount points full of backslashes and octal digits, where the escapes are.
+        #[test]
+        fn never_panics_on_escapes(
+            point in r"/(\\[0-9]{0,3}|[0-9a ]){0,12}",
+            fs_type in "cgroup2?|tmpfs",
+        ) {
+            let line = format!("1 1 0:1 / {point} rw - {fs_type} none rw\n");
+            let _ = Mounts::parse(&line);
+            let _ = unescape(&point);
+        }
+
+        /// What the kernel's mangle_path escapes comes back as it was.
+        #[test]
+        fn kernel_escapes_round_trip(path in r"/[a-z0-9 \t\n\\\u{e9}]{0,20}") {
+            let escaped: String = path
+                .chars()
+                .map(|c| match c {
+                    ' ' | '\t' | '\n' | '\\' => format!("\\{:03o}", u32::from(c)),
+                    c => c.to_string(),
+                })
+                .collect();
+            prop_assert_eq!(unescape(&escaped), path);
         }
     }
 }

@@ -36,10 +36,10 @@ pub struct Resources {
     pub memory_max: Option<Max<Bytes>>,
     /// `memory.high`: the throttle limit.
     pub memory_high: Option<Max<Bytes>>,
-    /// `memory.low`: best-effort protection.
-    pub memory_low: Option<Bytes>,
-    /// `memory.min`: hard protection.
-    pub memory_min: Option<Bytes>,
+    /// `memory.low`: best-effort protection (`max`: all of the group's memory).
+    pub memory_low: Option<Max<Bytes>>,
+    /// `memory.min`: hard protection (`max`: all of the group's memory).
+    pub memory_min: Option<Max<Bytes>>,
     /// `memory.swap.max`: the swap limit.
     pub memory_swap_max: Option<Max<Bytes>>,
     /// `memory.swap.high`: the swap throttle limit.

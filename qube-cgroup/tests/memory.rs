@@ -28,6 +28,30 @@ fn memory_max_round_trips_through_the_kernel() {
 }
 
 #[test]
+fn memory_low_and_min_take_and_read_back_max() {
+    // The kernel prints `max` for protection set to everything, as it does for limits.
+    let Some(root) = require_vm!() else { return };
+    let cg = scratch(&root, "memprot");
+    let mem = cg.memory();
+    assert_eq!(mem.low().unwrap(), Max::Limit(Bytes(0)));
+    assert_eq!(mem.min().unwrap(), Max::Limit(Bytes(0)));
+    mem.set_low(Max::Max).unwrap();
+    mem.set_min(Max::Max).unwrap();
+    assert_eq!(cg.read_file("memory.low").unwrap(), "max\n");
+    assert_eq!(mem.low().unwrap(), Max::Max);
+    assert_eq!(mem.min().unwrap(), Max::Max);
+    mem.set_low(Max::Limit(Bytes::mib(16))).unwrap();
+    mem.set_min(Max::Limit(Bytes::mib(8))).unwrap();
+    assert_eq!(mem.low().unwrap(), Max::Limit(Bytes::mib(16)));
+    assert_eq!(mem.min().unwrap(), Max::Limit(Bytes::mib(8)));
+    // `max` written as raw text, as any other tool would, reads back the same.
+    cg.write_file("memory.min", "max").unwrap();
+    assert_eq!(mem.min().unwrap(), Max::Max);
+    cg.write_file("memory.low", "max").unwrap();
+    assert_eq!(mem.low().unwrap(), Max::Max);
+}
+
+#[test]
 fn going_past_memory_max_is_an_oom_kill_in_memory_events() {
     let Some(root) = require_vm!() else { return };
     let cg = scratch(&root, "oom");

@@ -37,8 +37,8 @@ fn everything(loop0: Device) -> Resources {
     Resources {
         memory_max: Some(Max::Limit(Bytes::mib(256))),
         memory_high: Some(Max::Limit(Bytes::mib(192))),
-        memory_low: Some(Bytes::mib(16)),
-        memory_min: Some(Bytes::mib(8)),
+        memory_low: Some(Max::Limit(Bytes::mib(16))),
+        memory_min: Some(Max::Limit(Bytes::mib(8))),
         memory_swap_max: Some(Max::Limit(Bytes::mib(64))),
         memory_swap_high: Some(Max::Limit(Bytes::mib(32))),
         memory_zswap_max: Some(Max::Limit(Bytes::mib(16))),
@@ -275,8 +275,8 @@ fn valid_resources() -> impl Strategy<Value = Resources> {
     let memory = (
         proptest::option::of(max_of(bytes())),
         proptest::option::of(max_of(bytes())),
-        proptest::option::of(bytes()),
-        proptest::option::of(bytes()),
+        proptest::option::of(max_of(bytes())),
+        proptest::option::of(max_of(bytes())),
         proptest::option::of(max_of(bytes())),
         proptest::option::of(max_of(bytes())),
         proptest::option::of(max_of(bytes())),

@@ -248,10 +248,14 @@ impl Builder {
 
     fn bind(&mut self, root: &Path, bind: &Bind) -> Result<()> {
         let inside = bind_target(root, &bind.target)?;
+        // Named here, with its host path: in the child a missing source is only an
+        // ENOENT from mount(2) on the target.
+        let source = std::fs::metadata(&bind.source)
+            .map_err(|e| Error::io(Step::Mount, &bind.source, &e))?;
         for ancestor in ancestors_below(root, &inside) {
             self.mkdir(&ancestor, 0o755)?;
         }
-        if bind.source.is_dir() {
+        if source.is_dir() {
             self.mkdir(&inside, 0o755)?;
         } else {
             self.push(
@@ -463,7 +467,7 @@ mod tests {
     #[test]
     fn binds_create_their_parents_and_refuse_dotdot() {
         let binds = [Bind {
-            source: "/nonexistent-src".into(),
+            source: "/".into(),
             target: "/a/b/c".into(),
             readonly: true,
         }];
@@ -497,10 +501,22 @@ mod tests {
             assert!(err.to_string().contains(target), "{target}: {err}");
         }
         let shm = [Bind {
-            source: "/x".into(),
+            source: "/".into(),
             target: "/dev/shm/x".into(),
             readonly: false,
         }];
         assert!(plan(&spec(Namespaces::MOUNT, Path::new("/r"), &shm)).is_ok());
+    }
+
+    #[test]
+    fn a_missing_bind_source_is_named_with_its_host_path() {
+        let binds = [Bind {
+            source: "/nonexistent-src".into(),
+            target: "/data".into(),
+            readonly: true,
+        }];
+        let err = plan(&spec(Namespaces::MOUNT, Path::new("/r"), &binds)).unwrap_err();
+        assert_eq!(err.path(), Some(Path::new("/nonexistent-src")), "{err}");
+        assert_eq!(err.errno(), Some(nix::errno::Errno::ENOENT));
     }
 }

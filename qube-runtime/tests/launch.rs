@@ -4,6 +4,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use nix::errno::Errno;
 use qube_cgroup::{Bytes, Max, Resources};
@@ -100,10 +101,61 @@ fn the_cgroup_namespace_shows_the_containers_own_limits() {
         ..Resources::default()
     };
     let script = "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /proc/self/cgroup";
-    let cmd = sh(fs.path(), &parent, "c", script)
-        .namespaces(Namespaces::CGROUP)
-        .resources(limits);
-    assert_eq!(stdout_of(cmd), format!("{}\n64\n0::/\n", Bytes::mib(48).0));
+    // The fork fallback unshares the namespace after the attach, clone3 before any exec.
+    for method in [SpawnMethod::Clone3, SpawnMethod::Fork] {
+        let cmd = sh(fs.path(), &parent, "c", script)
+            .namespaces(Namespaces::CGROUP)
+            .resources(limits.clone())
+            .spawn_method(method);
+        let expected = format!("{}\n64\n0::/\n", Bytes::mib(48).0);
+        assert_eq!(stdout_of(cmd), expected, "{method:?}");
+    }
+}
+
+#[test]
+fn ipc_mount_pid_and_uts_namespaces_are_the_containers_own() {
+    let Some(root) = require_vm!() else { return };
+    let parent = scratch(&root, "ns-ids");
+    let fs = rootfs();
+    let kinds = ["ipc", "mnt", "pid", "uts"];
+    let script = "for ns in ipc mnt pid uts; do readlink /proc/self/ns/$ns; done";
+    let inside = stdout_of(sh(fs.path(), &parent, "c", script));
+    let inside: Vec<&str> = inside.lines().collect();
+    assert_eq!(inside.len(), kinds.len(), "{inside:?}");
+    for (kind, seen) in kinds.iter().zip(inside) {
+        let host = std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
+        assert!(seen.starts_with(&format!("{kind}:[")), "{seen}");
+        assert_ne!(Path::new(seen), host, "{kind} is the host's");
+    }
+}
+
+#[test]
+fn dev_has_the_standard_nodes_and_links() {
+    let Some(root) = require_vm!() else { return };
+    let parent = scratch(&root, "dev");
+    let fs = rootfs();
+    let script = "for l in fd stdin stdout stderr ptmx; do readlink /dev/$l; done; \
+                  echo gone > /dev/null; head -c 3 /dev/zero | wc -c; \
+                  head -c 5 /dev/urandom | wc -c; echo x > /dev/shm/f && cat /dev/shm/f";
+    assert_eq!(
+        stdout_of(sh(fs.path(), &parent, "c", script)),
+        "/proc/self/fd\n/proc/self/fd/0\n/proc/self/fd/1\n/proc/self/fd/2\npts/ptmx\n\
+         3\n5\nx\n"
+    );
+}
+
+#[test]
+fn pid_1_reaps_orphans() {
+    let Some(root) = require_vm!() else { return };
+    let parent = scratch(&root, "orphans");
+    let fs = rootfs();
+    // The inner sh exits at once; its `true` is an orphan, whose exit closes the pipe
+    // of $(...). It then either is reaped by pid 1 or stays a zombie for good: the
+    // loop only gives pid 1 a moment to get to it.
+    let script = "p=$(sh -c 'true & echo $!'); \
+                  i=0; while [ -e /proc/$p ] && [ $i -lt 2000 ]; do i=$((i+1)); done; \
+                  if [ -e /proc/$p ]; then grep State /proc/$p/status; else echo reaped; fi";
+    assert_eq!(stdout_of(sh(fs.path(), &parent, "c", script)), "reaped\n");
 }
 
 #[test]

@@ -292,7 +292,8 @@ fn oci_config(rootfs: &Path, cgroups_path: &Path) -> Result<String, String> {
                 "effective": caps,
                 "permitted": caps,
                 "inheritable": caps,
-                "ambient": caps,
+                // qube clears the ambient set.
+                "ambient": [],
             },
             // qube sets no_new_privs too.
             "noNewPrivileges": true,

@@ -438,6 +438,26 @@ fn logs_follow_a_running_container_and_stats_stream_until_it_ends() {
     // The second sample has a rate to show.
     assert!(!rows[1].contains("--"), "{rows:?}");
 
+    // With --json, each sample is one line: a whole JSON array of the containers.
+    let mut json_stats = daemon
+        .command(&["stats", "--json", "follower"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut json_lines = BufReader::new(json_stats.stdout.take().unwrap());
+    for _ in 0..2 {
+        let mut line = String::new();
+        assert_ne!(
+            json_lines.read_line(&mut line).unwrap(),
+            0,
+            "stats --json ended early"
+        );
+        let sample: Value = serde_json::from_str(&line).unwrap();
+        let containers = sample.as_array().unwrap();
+        assert_eq!(containers.len(), 1, "{line}");
+        assert_eq!(containers[0]["name"], "follower", "{line}");
+    }
+
     // On a terminal each sample is drawn in place: cursor home, clear, table.
     let pty = nix::pty::openpty(None, None).unwrap();
     let mut on_terminal = daemon
@@ -474,6 +494,14 @@ fn logs_follow_a_running_container_and_stats_stream_until_it_ends() {
         "stats of named containers ends when they have all ended"
     );
     assert!(on_terminal.wait().unwrap().success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut json_lines, &mut rest).unwrap();
+    assert!(
+        rest.lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v.is_array())),
+        "{rest}"
+    );
+    assert!(json_stats.wait().unwrap().success());
     assert_eq!(daemon.ok(&["wait", "follower"]), "exited with code 0\n");
     daemon.stop();
 }
@@ -598,6 +626,35 @@ fn a_non_root_client_is_refused() {
         "{}",
         stderr(&out)
     );
+
+    // The refusal comes before the daemon reads a request: to a client that sends none,
+    // at once, where reading first would wait the daemon's 30 s request timeout.
+    let socket = daemon.socket();
+    let refusal = std::thread::spawn(move || {
+        // SAFETY: the raw setresuid system call takes three integers and changes the
+        // credentials of this thread only (glibc's setresuid would change every thread's);
+        // the thread ends with them.
+        let ret = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_setresuid,
+                QUBETEST_UID,
+                QUBETEST_UID,
+                QUBETEST_UID,
+            )
+        };
+        assert_eq!(ret, 0, "{}", std::io::Error::last_os_error());
+        let conn = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        // A bound for the failure case only: the refusal is written as soon as the
+        // daemon accepts the connection.
+        conn.set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(&conn).read_line(&mut line).map(|_| line)
+    })
+    .join()
+    .unwrap();
+    let refusal = refusal.expect("the daemon answers a client that sent nothing");
+    assert!(refusal.contains("uid 1000"), "{refusal}");
     daemon.stop();
 }
 
@@ -703,6 +760,68 @@ fn exit_codes_are_known_for_containers_that_end_while_the_daemon_is_down() {
 }
 
 #[test]
+fn a_restarted_daemon_restarts_by_how_containers_ended_while_it_was_down() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "downpolicy");
+    daemon.ok(&["image", "import", "alpine", "--busybox"]);
+    let gates = Gates::new(&daemon);
+    let data = daemon.dir.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let volumes = format!("{}:/data", data.display());
+    // Each ends when its gate opens: "failing" with 1 on its first run only, "done" with 0.
+    let run = |name: &str, script: &str| {
+        let gate = gates.add(name);
+        daemon.ok(&[
+            "run",
+            "--name",
+            name,
+            "--restart",
+            "on-failure",
+            "--volume",
+            &gates.volume,
+            "--volume",
+            &volumes,
+            "--image",
+            "alpine",
+            "--cmd",
+            script,
+        ]);
+        let pid = daemon.json(&["info", name, "--json"])["pid"]
+            .as_u64()
+            .unwrap();
+        (gate, u32::try_from(pid).unwrap())
+    };
+    let failing = run(
+        "failing",
+        "if [ -e /data/failed ]; then echo again; exit 0; fi; read w < /sync/failing; touch /data/failed; exit 1",
+    );
+    let done = run("done", "read w < /sync/done; exit 0");
+
+    daemon.crash();
+    for (gate, pid) in [&failing, &done] {
+        Gates::open(gate);
+        qube_testkit::wait_for_exit(*pid);
+    }
+    daemon.spawn();
+
+    // The failure is restarted by its policy; its second run succeeds.
+    assert_eq!(daemon.ok(&["wait", "failing"]), "exited with code 0\n");
+    // The exit 0 is no failure: it stays ended (a second run would be running by now,
+    // held at its gate).
+    let view = daemon.json(&["info", "done", "--json"]);
+    assert_eq!(view["status"]["state"], "exited", "{view}");
+    assert_eq!(view["status"]["code"], 0, "{view}");
+    assert_eq!(view["restart_count"], 0, "{view}");
+    // The restart is counted, and the second run's output logged.
+    let view = daemon.json(&["info", "failing", "--json"]);
+    assert_eq!(view["restart_count"], 1, "{view}");
+    assert_eq!(daemon.ok(&["logs", "failing"]), "again\n");
+    daemon.stop();
+}
+
+#[test]
 fn a_tarball_reaching_outside_is_refused_and_writes_nothing() {
     let Some(root) = qube_testkit::require_vm!() else {
         return;
@@ -776,6 +895,51 @@ fn the_restart_policy_starts_a_failed_container_again() {
         data.join("ran").exists(),
         "the volume is the host's directory"
     );
+    daemon.stop();
+}
+
+#[test]
+fn a_refused_rm_leaves_the_restart_policy_in_force() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "refusedrm");
+    daemon.ok(&["image", "import", "alpine", "--busybox"]);
+    let gates = Gates::new(&daemon);
+    let gate = gates.add("fail");
+    let data = daemon.dir.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let volume = format!("{}:/data", data.display());
+    daemon.ok(&[
+        "run",
+        "--name",
+        "kept",
+        "--restart",
+        "on-failure",
+        "--volume",
+        &gates.volume,
+        "--volume",
+        &volume,
+        "--image",
+        "alpine",
+        "--cmd",
+        "if [ -e /data/failed ]; then exit 0; fi; read w < /sync/fail; touch /data/failed; exit 1",
+    ]);
+    let refused = daemon.qube(&["rm", "kept"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("is running"),
+        "{}",
+        stderr(&refused)
+    );
+    let view = daemon.json(&["info", "kept", "--json"]);
+    assert_eq!(view["stop_requested"], false, "{view}");
+
+    Gates::open(&gate);
+    assert_eq!(daemon.ok(&["wait", "kept"]), "exited with code 0\n");
+    let view = daemon.json(&["info", "kept", "--json"]);
+    assert_eq!(view["restart_count"], 1, "{view}");
+    daemon.ok(&["rm", "kept"]);
     daemon.stop();
 }
 

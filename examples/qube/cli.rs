@@ -41,7 +41,8 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Show live resource usage, refreshed in place.
+    /// Show live resource usage, refreshed in place; with --json, one line of JSON (an
+    /// array of containers) per sample.
     Stats {
         /// Ids, id prefixes or names (default: every running container).
         containers: Vec<String>,

@@ -185,7 +185,7 @@ fn stats(daemon: &Daemon<'_>, targets: Vec<String>, once: bool, json: bool) -> R
     };
     let mut previous = daemon.containers(request())?;
     if json && once {
-        return print_json(&previous);
+        return print_json_line(&previous);
     }
     let redraw = io::stdout().is_terminal();
     loop {
@@ -194,7 +194,7 @@ fn stats(daemon: &Daemon<'_>, targets: Vec<String>, once: bool, json: bool) -> R
         std::thread::sleep(Duration::from_millis(interval));
         let current = daemon.containers(request())?;
         if json {
-            print_json(&current)?;
+            print_json_line(&current)?;
         } else {
             let before = |id: &str| previous.iter().find(|v| v.record.id == id).and_then(sample);
             let table = format::stats(&current, &before);
@@ -260,27 +260,40 @@ impl Daemon<'_> {
                 self.socket.display()
             ))
         };
-        write_line(&mut conn, &RequestLine::new(request)).map_err(lost)?;
+        let sent = write_line(&mut conn, &RequestLine::new(request));
         let reader = conn.try_clone().map_err(|e| Fail::runtime(e.to_string()))?;
         let mut reader = BufReader::new(reader);
+        // The daemon refuses a client it will not serve before reading its request, and
+        // may have closed the connection before the request was written: the refusal is
+        // still there to read, and says more than the broken pipe.
+        let mut early = match sent {
+            Ok(()) => None,
+            Err(e) => Some(read_line::<ReplyLine>(&mut reader).map_err(|_| lost(e))?),
+        };
         let socket = self.socket.to_owned();
-        let next = move || match read_line::<ReplyLine>(&mut reader) {
-            Ok(ReplyLine {
-                reply: Reply::Failed(f),
-                ..
-            }) => Err(Fail {
-                code: if f.kind == FailureKind::BadInput {
-                    2
-                } else {
-                    1
-                },
-                message: f.message,
-            }),
-            Ok(line) => Ok(line.reply),
-            Err(e) => Err(Fail::runtime(format!(
-                "talking to the daemon at {}: {e}",
-                socket.display()
-            ))),
+        let next = move || {
+            let line = match early.take() {
+                Some(line) => Ok(line),
+                None => read_line::<ReplyLine>(&mut reader),
+            };
+            match line {
+                Ok(ReplyLine {
+                    reply: Reply::Failed(f),
+                    ..
+                }) => Err(Fail {
+                    code: if f.kind == FailureKind::BadInput {
+                        2
+                    } else {
+                        1
+                    },
+                    message: f.message,
+                }),
+                Ok(line) => Ok(line.reply),
+                Err(e) => Err(Fail::runtime(format!(
+                    "talking to the daemon at {}: {e}",
+                    socket.display()
+                ))),
+            }
         };
         Ok((next, conn))
     }
@@ -330,6 +343,12 @@ fn print(text: &str) -> Result<(), Fail> {
 
 fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), Fail> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Fail::runtime(e.to_string()))?;
+    print(&format!("{text}\n"))
+}
+
+/// One sample a line (JSON lines), so a stream of them can be read line by line.
+fn print_json_line<T: Serialize + ?Sized>(value: &T) -> Result<(), Fail> {
+    let text = serde_json::to_string(value).map_err(|e| Fail::runtime(e.to_string()))?;
     print(&format!("{text}\n"))
 }
 

@@ -19,7 +19,7 @@ use crate::daemon::log;
 use crate::images::{ContainerRootfs, Images};
 use crate::launch::{self, Exit, Launched};
 use crate::logs::{self, Log};
-use crate::model::{Limits, Name, RestartPolicy, RunSpec, Status};
+use crate::model::{Limits, Name, RunSpec, Status};
 use crate::protocol::{ContainerView, Failure, ImageSource, ImageView, Reply, Request};
 use crate::state::{self, Record, RootfsKind, StateDir, RECORD_FORMAT};
 use crate::usage;
@@ -63,6 +63,8 @@ enum Start {
     Fresh(Sender<Result<(), Failure>>),
     /// Watch a container adopted after a daemon restart.
     Adopted(Launched),
+    /// Start again, by its policy, a container that ended while no daemon watched it.
+    Restart,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,13 +88,29 @@ impl Slot {
 
     /// Changes the record, saves it and wakes whoever waits on it; returns the new record.
     fn update(&self, state: &StateDir, change: impl FnOnce(&mut Record)) -> Record {
+        let changed = self.try_update(state, |r| {
+            change(r);
+            Ok(())
+        });
+        changed.unwrap_or_else(|_: Failure| self.snapshot())
+    }
+
+    /// Like [`update`](Slot::update), but `change` may refuse, leaving the record as it
+    /// was: what it checks cannot change before it acts, as both happen under the lock.
+    fn try_update(
+        &self,
+        state: &StateDir,
+        change: impl FnOnce(&mut Record) -> Result<(), Failure>,
+    ) -> Result<Record, Failure> {
         let mut record = lock(&self.record);
-        change(&mut record);
+        let mut next = record.clone();
+        change(&mut next)?;
+        *record = next;
         if let Err(e) = state.save(&record) {
             log(&format!("saving container {}: {e}", record.id));
         }
         self.changed.notify_all();
-        record.clone()
+        Ok(record.clone())
     }
 
     /// Waits until `done` holds for the record or the time is up (`Duration::MAX`: no
@@ -394,6 +412,10 @@ impl Manager {
     fn supervise(self: Arc<Self>, slot: &Arc<Slot>, start: Start) {
         let mut running = match start {
             Start::Adopted(launched) => launched,
+            Start::Restart => match self.restart(slot) {
+                Some(launched) => launched,
+                None => return,
+            },
             Start::Fresh(report) => match self.launch(slot) {
                 Ok(launched) => {
                     let _ = report.send(Ok(()));
@@ -579,14 +601,19 @@ impl Manager {
     }
 
     fn remove(&self, slot: &Arc<Slot>, force: bool) -> Result<(), Failure> {
-        let record = slot.update(&self.state, |r| r.stop_requested = true);
-        if record.status.is_live() {
-            if !force {
+        // A refused removal leaves the container as it was: stop_requested would cancel
+        // its restart policy.
+        let record = slot.try_update(&self.state, |r| {
+            if r.status.is_live() && !force {
                 return Err(Failure::conflict(format!(
                     "container {} is running: stop it first, or use qube rm -f",
-                    record.id
+                    r.id
                 )));
             }
+            r.stop_requested = true;
+            Ok(())
+        })?;
+        if record.status.is_live() {
             self.stop(slot, None)?;
         }
         ContainerRootfs::new(&slot.dir).remove()?;
@@ -645,7 +672,9 @@ impl Manager {
     // ---- after a daemon restart ------------------------------------------------------
 
     /// Loads every record: running containers are adopted again or, when their process is
-    /// gone, marked as ended; then cgroups no container owns are killed and removed.
+    /// gone, marked as ended; then cgroups no container owns are killed and removed; then
+    /// the supervisors start: of adopted containers, and of those whose policy restarts
+    /// them.
     pub fn reconcile(self: &Arc<Self>) {
         let loaded = match self.state.load_all() {
             Ok(loaded) => loaded,
@@ -659,19 +688,30 @@ impl Manager {
             .filter_map(|r| r.map_err(|e| log(&format!("skipping a record: {e}"))).ok())
             .collect();
         loaded.sort_by_key(|r| r.created);
+        let mut supervisors = Vec::new();
         for record in loaded {
             let dir = self.state.container(&record.id);
             let live = record.status.is_live();
             let slot = Arc::new(Slot::new(record, dir, self.log_size));
             lock(&self.slots).push(slot.clone());
-            if live {
-                self.recover(&slot);
+            let start = if live { self.recover(&slot) } else { None };
+            if let Some(start) = start {
+                supervisors.push((slot, start));
             }
         }
+        // Only once no supervisor runs: a starting container has its cgroup before its
+        // record says it runs, and the sweep would kill it as an orphan.
         self.remove_orphan_cgroups();
+        for (slot, start) in supervisors {
+            if let Err(f) = self.supervise_in_thread(&slot, start) {
+                log(&f.message);
+            }
+        }
     }
 
-    fn recover(self: &Arc<Self>, slot: &Arc<Slot>) {
+    /// Takes a container that ran under an earlier daemon over again, or records its end;
+    /// returns how its supervisor is to begin, if it needs one.
+    fn recover(&self, slot: &Arc<Slot>) -> Option<Start> {
         let record = slot.snapshot();
         let adopted = record
             .pid
@@ -691,27 +731,21 @@ impl Manager {
                         *lock(&slot.pidfd) = launched.pidfd().try_clone_to_owned().ok();
                     }
                 }
-                if let Err(f) = self.supervise_in_thread(slot, Start::Adopted(launched)) {
-                    log(&f.message);
-                }
+                Some(Start::Adopted(launched))
             }
             Err(why) => {
                 log(&format!("container {} is gone ({why})", record.id));
-                self.mark_lost(slot);
-                let (report, _) = channel();
-                let restart = record.restart != RestartPolicy::No && !record.stop_requested;
-                if restart {
-                    if let Err(f) = self.supervise_in_thread(slot, Start::Fresh(report)) {
-                        log(&f.message);
-                    }
-                }
+                // By how it ended, now known: on-failure does not restart an exit 0.
+                let ended = self.mark_lost(slot);
+                ended.restart_pending.then_some(Start::Restart)
             }
         }
     }
 
     /// Records the end of a container that ended while no daemon watched it: how, from
-    /// the exit status file its pid 1 wrote; OOM-killed if its cgroup says so.
-    fn mark_lost(&self, slot: &Arc<Slot>) {
+    /// the exit status file its pid 1 wrote; OOM-killed if its cgroup says so. Returns
+    /// the new record, with `restart_pending` set when its policy restarts it.
+    fn mark_lost(&self, slot: &Arc<Slot>) -> Record {
         let record = slot.snapshot();
         let last = Cgroup::open(&record.cgroup).ok().map(|cg| {
             let last = usage::last(&cg);
@@ -732,7 +766,8 @@ impl Manager {
             r.pid = None;
             r.finished = Some(state::now());
             r.final_usage = last.or(r.final_usage);
-        });
+            r.restart_pending = r.wants_restart();
+        })
     }
 
     fn remove_orphan_cgroups(&self) {
@@ -799,6 +834,34 @@ fn pidfd_send_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_change_leaves_the_record_as_it_was_saved() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::create(tmp.path()).unwrap();
+        let record = state::tests::sample_record("0123456789ab");
+        let dir = state.container(&record.id);
+        fs::create_dir(&dir).unwrap();
+        state.save(&record).unwrap();
+        let slot = Slot::new(record.clone(), dir, 1024);
+
+        let refused = slot.try_update(&state, |r| {
+            r.stop_requested = true;
+            Err(Failure::conflict("refused"))
+        });
+        assert_eq!(refused.unwrap_err().message, "refused");
+        assert_eq!(slot.snapshot(), record);
+        let saved: Vec<Record> = state.load_all().unwrap().into_iter().flatten().collect();
+        assert_eq!(saved, vec![record]);
+
+        let kept = slot.try_update(&state, |r| {
+            r.stop_requested = true;
+            Ok(())
+        });
+        assert!(kept.unwrap().stop_requested);
+        let saved: Vec<Record> = state.load_all().unwrap().into_iter().flatten().collect();
+        assert!(saved[0].stop_requested);
+    }
 
     #[test]
     fn oom_kills_win_over_the_signal() {

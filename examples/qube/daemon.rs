@@ -177,11 +177,13 @@ fn answer(conn: UnixStream, manager: &Arc<Manager>) {
             other => io::Error::other(other.to_string()),
         })
     };
-    let request = read_line::<RequestLine>(&mut reader);
-    if let Some(refusal) = refuse_non_root(&reader) {
+    // Before reading anything: a client that may not ask should not make the daemon
+    // hold up to a request's worth of its bytes, nor wait for them.
+    if let Some(refusal) = refuse_non_root(reader.get_ref()) {
         let _ = send(Reply::Failed(refusal));
         return;
     }
+    let request = read_line::<RequestLine>(&mut reader);
     let result = match request {
         Ok(line) => manager.handle(line.request, &mut send),
         Err(WireError::Closed) => Ok(()),
@@ -199,8 +201,8 @@ fn answer(conn: UnixStream, manager: &Arc<Manager>) {
 }
 
 /// The peer's credentials, from the kernel (SO_PEERCRED), not from anything it says.
-fn refuse_non_root(conn: &BufReader<UnixStream>) -> Option<Failure> {
-    match getsockopt(conn.get_ref(), PeerCredentials) {
+fn refuse_non_root(conn: &UnixStream) -> Option<Failure> {
+    match getsockopt(conn, PeerCredentials) {
         Ok(creds) if creds.uid() == 0 => None,
         Ok(creds) => Some(Failure::new(
             FailureKind::Permission,

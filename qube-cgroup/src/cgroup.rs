@@ -12,6 +12,10 @@ use crate::error::{Error, Op, Result};
 use crate::mount::Mounts;
 
 /// How long a dropped handle waits for its processes to die before giving up.
+///
+/// ```
+/// assert!(qube_cgroup::DROP_TIMEOUT >= std::time::Duration::from_secs(1));
+/// ```
 pub const DROP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A cgroup v2 directory, held open by a directory fd.

@@ -234,13 +234,13 @@ impl Cgroup {
 }
 
 impl Cpu<'_> {
-    setting!(
+    setting!(cpu:
         /// Whether the group runs at the lowest priority, below nice 19 (Linux 5.15+).
         ///
         /// An idle group has no weight: `cpu.weight` reads 0 and refuses writes.
         idle, set_idle, "cpu.idle", Flag
     );
-    setting!(
+    setting!(cpu:
         /// The weight expressed as a nice value; writing it sets [`weight`](Self::weight).
         weight_nice, set_weight_nice, "cpu.weight.nice", Nice
     );

@@ -164,6 +164,13 @@ fn poll_timeout(left: Duration) -> PollTimeout {
 }
 
 /// One change seen by a [`Watcher`].
+///
+/// ```
+/// use qube_cgroup::Event;
+/// let ended = |e: &Event| matches!(e, Event::Populated(false) | Event::Removed);
+/// assert!(ended(&Event::Removed));
+/// assert!(!ended(&Event::OomKill(1)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -216,6 +223,13 @@ pub struct Watcher {
 
 impl Watcher {
     /// Starts watching; `memory.events` is included when the memory controller is enabled.
+    ///
+    /// ```no_run
+    /// let cg = qube_cgroup::Cgroup::open_self()?;
+    /// let watcher = qube_cgroup::Watcher::new(&cg)?;
+    /// println!("populated: {}", watcher.state().populated);
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
     pub fn new(cg: &Cgroup) -> Result<Watcher> {
         let path = cg.path().to_owned();
         let io_err = |e: Errno| Error::Io {
@@ -266,17 +280,39 @@ impl Watcher {
     }
 
     /// The state last seen in `cgroup.events`.
+    ///
+    /// ```no_run
+    /// let watcher = qube_cgroup::Watcher::new(&qube_cgroup::Cgroup::open_self()?)?;
+    /// assert!(watcher.state().populated); // this process is in it
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
     pub fn state(&self) -> CgroupEvents {
         self.last
     }
 
     /// The counters last seen in `memory.events`.
+    ///
+    /// ```no_run
+    /// let watcher = qube_cgroup::Watcher::new(&qube_cgroup::Cgroup::open_self()?)?;
+    /// println!("OOM kills so far: {}", watcher.memory_events().oom_kill);
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
     pub fn memory_events(&self) -> &MemoryEvents {
         &self.last_memory
     }
 
     /// The next change, waiting up to `timeout`; `Ok(None)` when the time ran out or the
     /// watcher has ended (after [`Event::Removed`]).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let mut watcher = qube_cgroup::Watcher::new(&qube_cgroup::Cgroup::open_self()?)?;
+    /// match watcher.next_event(Duration::from_secs(1))? {
+    ///     Some(event) => println!("{event:?}"),
+    ///     None => println!("nothing changed for a second"),
+    /// }
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
     pub fn next_event(&mut self, timeout: Duration) -> Result<Option<Event>> {
         // A timeout too long to add to now (Duration::MAX) is no deadline at all.
         let deadline = Instant::now().checked_add(timeout);
@@ -296,6 +332,17 @@ impl Watcher {
 
     /// Reads what inotify reported and queues the resulting events; call it when the fd
     /// polls readable. Returns the number of events queued.
+    ///
+    /// ```no_run
+    /// use std::os::fd::AsFd;
+    /// use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    /// let mut watcher = qube_cgroup::Watcher::new(&qube_cgroup::Cgroup::open_self()?)?;
+    /// let mut fds = [PollFd::new(watcher.as_fd(), PollFlags::POLLIN)];
+    /// if poll(&mut fds, PollTimeout::from(1000u16)).unwrap_or(0) > 0 {
+    ///     watcher.process()?;
+    /// }
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
     pub fn process(&mut self) -> Result<usize> {
         let before = self.pending.len();
         let mut removed = false;

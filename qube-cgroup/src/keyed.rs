@@ -44,9 +44,22 @@ macro_rules! flat_stats {
 
         impl $name {
             /// The interface file these figures come from.
+            ///
+            /// ```
+            #[doc = concat!("assert_eq!(qube_cgroup::", stringify!($name), "::FILE, \"", $file, "\");")]
+            /// ```
             pub const FILE: &'static str = $file;
 
             /// Parses the file's text; every line must be `key value`.
+            ///
+            /// ```
+            #[doc = concat!("use qube_cgroup::", stringify!($name), ";")]
+            #[doc = concat!("let stats = ", stringify!($name), "::parse(\"some_key 7\\n\")?;")]
+            /// assert_eq!(stats.get("some_key"), Some(7));
+            /// assert_eq!(stats.to_string(), "some_key 7\n");
+            #[doc = concat!("assert!(", stringify!($name), "::parse(\"no value\\n\").is_err());")]
+            /// # Ok::<(), qube_cgroup::Error>(())
+            /// ```
             pub fn parse(text: impl Into<String>) -> $crate::Result<Self> {
                 let text = text.into();
                 let mut stats = Self::default();
@@ -66,11 +79,23 @@ macro_rules! flat_stats {
             }
 
             /// Any key of the file, including those without a typed field.
+            ///
+            /// ```
+            #[doc = concat!("let stats: qube_cgroup::", stringify!($name), " = \"a 1\\nb 2\\n\".parse()?;")]
+            /// assert_eq!((stats.get("b"), stats.get("c")), (Some(2), None));
+            /// # Ok::<(), qube_cgroup::Error>(())
+            /// ```
             pub fn get(&self, key: &str) -> Option<u64> {
                 self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
             }
 
             /// Every `(key, value)` pair, in the kernel's order.
+            ///
+            /// ```
+            #[doc = concat!("let stats: qube_cgroup::", stringify!($name), " = \"b 2\\na 1\\n\".parse()?;")]
+            /// assert_eq!(stats.iter().collect::<Vec<_>>(), [("b", 2), ("a", 1)]);
+            /// # Ok::<(), qube_cgroup::Error>(())
+            /// ```
             pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
                 $crate::keyed::flat_keyed(&self.text).filter_map(Result::ok)
             }
@@ -92,16 +117,33 @@ macro_rules! flat_stats {
 }
 pub(crate) use flat_stats;
 
-/// Declares a getter and a setter for one single-value interface file.
+/// Declares a getter and a setter for one single-value interface file, on the view
+/// `$view` of the handle (`cg.memory()`, `cg.cpu()`).
 macro_rules! setting {
-    ($(#[$doc:meta])* $get:ident, $set:ident, $file:literal, $ty:ty) => {
+    ($view:ident: $(#[$doc:meta])* $get:ident, $set:ident, $file:literal, $ty:ty) => {
         $(#[$doc])*
         #[doc = concat!("\n\nReads `", $file, "`.")]
+        ///
+        /// ```no_run
+        /// let cg = qube_cgroup::Cgroup::open_self()?;
+        #[doc = concat!("let value = cg.", stringify!($view), "().", stringify!($get), "()?;")]
+        #[doc = concat!("println!(\"", $file, ": {value}\");")]
+        /// # Ok::<(), qube_cgroup::Error>(())
+        /// ```
         pub fn $get(&self) -> Result<$ty> {
             self.cg.dir.read_value($file)
         }
 
         #[doc = concat!("Writes `", $file, "`; see [`", stringify!($get), "`](Self::", stringify!($get), ").")]
+        ///
+        /// The value goes to the kernel in the text it reads back, in one `write(2)`.
+        ///
+        /// ```no_run
+        /// let cg = qube_cgroup::Cgroup::open_self()?;
+        #[doc = concat!("let value = cg.", stringify!($view), "().", stringify!($get), "()?;")]
+        #[doc = concat!("cg.", stringify!($view), "().", stringify!($set), "(value)?;")]
+        /// # Ok::<(), qube_cgroup::Error>(())
+        /// ```
         pub fn $set(&self, value: $ty) -> Result<()> {
             self.cg.dir.write_value($file, &value)
         }

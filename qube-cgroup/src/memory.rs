@@ -36,37 +36,37 @@ impl Cgroup {
 }
 
 impl Memory<'_> {
-    setting!(
+    setting!(memory:
         /// The hard limit: past it the group is reclaimed and, failing that, OOM-killed.
         max, set_max, "memory.max", Max<Bytes>
     );
-    setting!(
+    setting!(memory:
         /// The throttle limit: past it the group is reclaimed hard and slowed, never killed.
         high, set_high, "memory.high", Max<Bytes>
     );
-    setting!(
+    setting!(memory:
         /// Best-effort protection from reclaim: below it the group is reclaimed only when
         /// no unprotected memory is left. `max` protects everything the group uses.
         low, set_low, "memory.low", Max<Bytes>
     );
-    setting!(
+    setting!(memory:
         /// Hard protection from reclaim: below it the group is never reclaimed. `max`
         /// protects everything the group uses.
         min, set_min, "memory.min", Max<Bytes>
     );
-    setting!(
+    setting!(memory:
         /// The hard limit on swap use.
         swap_max, set_swap_max, "memory.swap.max", Max<Bytes>
     );
-    setting!(
+    setting!(memory:
         /// The throttle limit on swap use.
         swap_high, set_swap_high, "memory.swap.high", Max<Bytes>
     );
-    setting!(
+    setting!(memory:
         /// The limit on zswap-compressed memory.
         zswap_max, set_zswap_max, "memory.zswap.max", Max<Bytes>
     );
-    setting!(
+    setting!(memory:
         /// Whether the OOM killer kills the whole group at once.
         oom_group, set_oom_group, "memory.oom.group", Flag
     );
@@ -77,21 +77,48 @@ impl Memory<'_> {
     }
 
     /// The highest usage recorded (`memory.peak`, Linux 5.19+).
+    ///
+    /// ```no_run
+    /// let cg = qube_cgroup::Cgroup::open_self()?;
+    /// let memory = cg.memory();
+    /// println!("now {}, at most {}", memory.current()?, memory.peak()?);
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
     pub fn peak(&self) -> Result<Bytes> {
         self.cg.dir.read_value("memory.peak")
     }
 
     /// Swap in use (`memory.swap.current`).
+    ///
+    /// ```no_run
+    /// let swapped = qube_cgroup::Cgroup::open_self()?.memory().swap_current()?;
+    /// println!("{swapped} in swap");
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
     pub fn swap_current(&self) -> Result<Bytes> {
         self.cg.dir.read_value("memory.swap.current")
     }
 
     /// The breakdown in `memory.stat`.
+    ///
+    /// ```no_run
+    /// let stat = qube_cgroup::Cgroup::open_self()?.memory().stat()?;
+    /// println!("anon {} file {}; slab {:?}", stat.anon, stat.file, stat.get("slab"));
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
     pub fn stat(&self) -> Result<MemoryStat> {
         self.cg.dir.read_parsed(MemoryStat::FILE, MemoryStat::parse)
     }
 
     /// Limit and OOM counters for the group and its descendants (`memory.events`).
+    ///
+    /// ```no_run
+    /// let events = qube_cgroup::Cgroup::open_self()?.memory().events()?;
+    /// if events.oom_kill > 0 {
+    ///     eprintln!("{} processes OOM-killed", events.oom_kill);
+    /// }
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
     pub fn events(&self) -> Result<MemoryEvents> {
         self.cg
             .dir
@@ -99,6 +126,14 @@ impl Memory<'_> {
     }
 
     /// The same counters for this group alone (`memory.events.local`).
+    ///
+    /// ```no_run
+    /// let cg = qube_cgroup::Cgroup::open_self()?;
+    /// let memory = cg.memory();
+    /// let below = memory.events()?.oom_kill - memory.events_local()?.oom_kill;
+    /// println!("{below} OOM kills in descendants");
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
     pub fn events_local(&self) -> Result<MemoryEvents> {
         self.cg
             .dir
@@ -118,7 +153,14 @@ impl Memory<'_> {
         self.cg.dir.read_parsed("memory.numa_stat", NumaStat::parse)
     }
 
-    /// Asks the kernel to reclaim this much from the group (`memory.reclaim`).
+    /// Asks the kernel to reclaim this much from the group (`memory.reclaim`, Linux
+    /// 5.19+); EAGAIN if it could not reclaim all of it.
+    ///
+    /// ```no_run
+    /// use qube_cgroup::{Bytes, Cgroup};
+    /// Cgroup::open_self()?.memory().reclaim(Bytes::mib(64))?;
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
     pub fn reclaim(&self, amount: Bytes) -> Result<()> {
         self.cg.dir.write_value("memory.reclaim", &amount)
     }

@@ -41,6 +41,21 @@ impl Mounts {
     }
 
     /// Parses the text of a `mountinfo` file; lines it does not understand are skipped.
+    ///
+    /// ```
+    /// use qube_cgroup::{Controller, Mounts};
+    /// let mounts = Mounts::parse(
+    ///     "30 25 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate\n\
+    ///      31 25 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+    /// );
+    /// assert_eq!(mounts.cgroup2(), Some(std::path::Path::new("/sys/fs/cgroup/unified")));
+    /// assert!(mounts.is_hybrid());
+    /// assert_eq!(
+    ///     mounts.v1_mount_of(Controller::Memory),
+    ///     Some(std::path::Path::new("/sys/fs/cgroup/memory"))
+    /// );
+    /// assert_eq!(mounts.v1_mount_of(Controller::Pids), None);
+    /// ```
     pub fn parse(mountinfo: &str) -> Mounts {
         let mut mounts = Mounts::default();
         for line in mountinfo.lines() {
@@ -64,6 +79,12 @@ impl Mounts {
 
     /// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup` on a pure v2 host,
     /// `/sys/fs/cgroup/unified` on a hybrid one).
+    ///
+    /// ```
+    /// let pure = qube_cgroup::Mounts::parse("30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+    /// assert_eq!(pure.cgroup2(), Some(std::path::Path::new("/sys/fs/cgroup")));
+    /// assert!(!pure.is_hybrid());
+    /// ```
     pub fn cgroup2(&self) -> Option<&Path> {
         self.cgroup2.as_deref()
     }
@@ -79,11 +100,26 @@ impl Mounts {
     }
 
     /// True when controllers are bound to cgroup v1 hierarchies beside a cgroup2 mount.
+    ///
+    /// ```no_run
+    /// if qube_cgroup::Mounts::current()?.is_hybrid() {
+    ///     eprintln!("controllers bound to cgroup v1 cannot be used through cgroup2 here");
+    /// }
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
     pub fn is_hybrid(&self) -> bool {
         self.cgroup2.is_some() && !self.v1.is_empty()
     }
 
     /// Where a controller's cgroup v1 hierarchy is mounted, if it is bound to one.
+    ///
+    /// ```no_run
+    /// use qube_cgroup::{Controller, Mounts};
+    /// if let Some(v1) = Mounts::current()?.v1_mount_of(Controller::Memory) {
+    ///     eprintln!("memory is a cgroup v1 controller here, at {}", v1.display());
+    /// }
+    /// # Ok::<(), qube_cgroup::Error>(())
+    /// ```
     pub fn v1_mount_of(&self, controller: Controller) -> Option<&Path> {
         self.v1
             .iter()

@@ -215,6 +215,10 @@ pub struct Weight(u16);
 
 impl Weight {
     /// The kernel's default weight.
+    ///
+    /// ```
+    /// assert_eq!(qube_cgroup::Weight::DEFAULT.to_string(), "100");
+    /// ```
     pub const DEFAULT: Weight = Weight(100);
 
     /// A weight, checked to lie in 1..=10000.

@@ -179,9 +179,10 @@ fn import_path(path: &Path, rootfs: &Path) -> Result<(), Failure> {
     }
     untar::unpack(path, rootfs).map(drop).map_err(|e| match e {
         UntarError::Refused { .. } => Failure::bad_input(e.to_string()),
-        UntarError::Io { .. } => Failure::bad_input(format!(
+        UntarError::Read { .. } => Failure::bad_input(format!(
             "{e} (an image is a directory, or a rootfs tarball such as `docker export` writes, plain or gzip)"
         )),
+        UntarError::Write { .. } => Failure::runtime(e.to_string()),
     })
 }
 

@@ -7,12 +7,19 @@
 //! kept: inside the container they resolve within its root, and nothing here follows
 //! them. While unpacking, no path is ever resolved through a symlink: every parent must be
 //! a real directory, and what an entry replaces is removed first, not written through.
+//!
+//! Both passes read one open file, and the writing pass checks every entry again: whoever
+//! owns the archive may rewrite it between the passes, and a plan made from the first
+//! pass says nothing about what the second one reads.
 
-use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
-use std::os::unix::fs::{lchown, DirBuilderExt, PermissionsExt};
+use std::fs::{self, File, FileTimes, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{fchown, lchown, symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
 use tar::EntryType;
 
 /// Why an archive was not unpacked.
@@ -26,9 +33,17 @@ pub enum UntarError {
         /// Which entry and why.
         reason: String,
     },
-    /// Reading the archive or writing the tree failed.
+    /// The archive could not be read or is not a tar archive.
+    #[error("reading {archive}: {source}")]
+    Read {
+        /// The archive's path.
+        archive: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Writing the tree failed (a full disk, a permission): the archive may be fine.
     #[error("unpacking {archive}: {source}")]
-    Io {
+    Write {
         /// The archive's path.
         archive: PathBuf,
         /// The error.
@@ -47,32 +62,62 @@ pub struct Unpacked {
 
 /// Checks the whole archive, then unpacks it into `dest` (an existing empty directory).
 pub fn unpack(archive: &Path, dest: &Path) -> Result<Unpacked, UntarError> {
-    let io_err = |source| UntarError::Io {
-        archive: archive.to_owned(),
-        source,
+    unpack_with(archive, dest, || {})
+}
+
+/// [`unpack`], calling `between` after the checking pass, where tests change the archive.
+fn unpack_with(
+    archive: &Path,
+    dest: &Path,
+    between: impl FnOnce(),
+) -> Result<Unpacked, UntarError> {
+    let fail = |fault| match fault {
+        Fault::Read(source) => UntarError::Read {
+            archive: archive.to_owned(),
+            source,
+        },
+        Fault::Write(source) => UntarError::Write {
+            archive: archive.to_owned(),
+            source,
+        },
+        Fault::Unsafe(reason) => UntarError::Refused {
+            archive: archive.to_owned(),
+            reason,
+        },
     };
-    let refused = |reason| UntarError::Refused {
-        archive: archive.to_owned(),
-        reason,
+    let file = File::open(archive).map_err(|e| fail(Fault::Read(e)))?;
+    let plans = check(open(&file).map_err(|e| fail(Fault::Read(e)))?).map_err(fail)?;
+    between();
+    let mut tar = open(&file).map_err(|e| fail(Fault::Read(e)))?;
+    let changed = || {
+        fail(Fault::Unsafe(
+            "the archive changed while it was being read".into(),
+        ))
     };
-    let plans = check(open(archive).map_err(io_err)?).map_err(|e| match e {
-        CheckError::Io(e) => io_err(e),
-        CheckError::Unsafe(reason) => refused(reason),
-    })?;
-    let mut tar = open(archive).map_err(io_err)?;
+    let mut planned = plans.into_iter();
     let mut done = Unpacked::default();
-    for (entry, plan) in tar.entries().map_err(io_err)?.zip(plans) {
-        let mut entry = entry.map_err(io_err)?;
+    for entry in tar.entries().map_err(|e| fail(Fault::Read(e)))? {
+        let mut entry = entry.map_err(|e| fail(Fault::Read(e)))?;
+        let plan = plan(&entry).map_err(fail)?;
+        if planned.next().as_ref() != Some(&plan) {
+            return Err(changed());
+        }
         match plan {
             Plan::Skip => done.skipped += 1,
-            Plan::Write(rel) => {
-                write_entry(&mut entry, dest, &rel).map_err(|e| match e {
-                    CheckError::Io(e) => io_err(annotate(e, &rel)),
-                    CheckError::Unsafe(reason) => refused(reason),
+            Plan::Write { rel, kind, link } => {
+                write_entry(&mut entry, dest, &rel, kind, link.as_deref()).map_err(|e| {
+                    fail(match e {
+                        Fault::Read(e) => Fault::Read(annotate(e, &rel)),
+                        Fault::Write(e) => Fault::Write(annotate(e, &rel)),
+                        unsafe_entry => unsafe_entry,
+                    })
                 })?;
                 done.entries += 1;
             }
         }
+    }
+    if planned.next().is_some() {
+        return Err(changed());
     }
     Ok(done)
 }
@@ -81,100 +126,105 @@ fn annotate(e: io::Error, rel: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("entry {}: {e}", rel.display()))
 }
 
-/// The archive, through a gzip decoder when it starts with gzip's magic bytes.
-fn open(path: &Path) -> io::Result<tar::Archive<Box<dyn Read>>> {
-    let mut file = BufReader::new(File::open(path)?);
+/// The archive from its start, through a gzip decoder when it starts with gzip's magic
+/// bytes.
+fn open(file: &File) -> io::Result<tar::Archive<Box<dyn Read + '_>>> {
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(0))?;
     let mut magic = [0u8; 2];
-    let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
-    let file = BufReader::new(File::open(path)?);
+    let gzip = reader.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    reader.seek(SeekFrom::Start(0))?;
+    let reader = BufReader::new(reader);
     let reader: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
+        Box::new(flate2::read::MultiGzDecoder::new(reader))
     } else {
-        Box::new(file)
+        Box::new(reader)
     };
-    let mut tar = tar::Archive::new(reader);
-    tar.set_preserve_permissions(true);
-    tar.set_preserve_ownerships(true);
-    tar.set_preserve_mtime(true);
-    tar.set_overwrite(true);
-    Ok(tar)
+    Ok(tar::Archive::new(reader))
 }
 
-enum CheckError {
-    Io(io::Error),
+/// Why an entry was not written: the archive's fault (reading it, or what it holds) or
+/// this machine's (writing the tree).
+enum Fault {
+    Read(io::Error),
+    Write(io::Error),
     Unsafe(String),
 }
 
-impl From<io::Error> for CheckError {
-    fn from(e: io::Error) -> CheckError {
-        CheckError::Io(e)
-    }
-}
-
 /// What to do with one entry.
+#[derive(Debug, PartialEq, Eq)]
 enum Plan {
     /// Write it at this path below the destination.
-    Write(PathBuf),
+    Write {
+        rel: PathBuf,
+        kind: EntryType,
+        /// A link's checked target.
+        link: Option<PathBuf>,
+    },
     /// Leave it out.
     Skip,
 }
 
 /// Reads every header and decides each entry's fate, refusing the archive on the first
 /// unsafe one.
-fn check<R: Read>(mut tar: tar::Archive<R>) -> Result<Vec<Plan>, CheckError> {
+fn check<R: Read>(mut tar: tar::Archive<R>) -> Result<Vec<Plan>, Fault> {
     let mut plans = Vec::new();
-    for entry in tar.entries()? {
-        let entry = entry?;
+    for entry in tar.entries().map_err(Fault::Read)? {
+        let entry = entry.map_err(Fault::Read)?;
         plans.push(plan(&entry)?);
     }
     Ok(plans)
 }
 
-fn plan<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Plan, CheckError> {
-    let raw = entry.path()?;
-    let rel = inside(&raw).map_err(|why| {
-        CheckError::Unsafe(format!("entry {:?} {why}", raw.display().to_string()))
-    })?;
+fn plan<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Plan, Fault> {
+    let raw = entry.path().map_err(Fault::Read)?;
+    let rel = inside(&raw)
+        .map_err(|why| Fault::Unsafe(format!("entry {:?} {why}", raw.display().to_string())))?;
     let kind = entry.header().entry_type();
-    match kind {
-        EntryType::Regular | EntryType::Continuous | EntryType::Directory => {}
+    let link = match kind {
+        EntryType::Regular | EntryType::Continuous | EntryType::Directory => None,
         EntryType::Symlink => {
             let target = link_target(entry, &raw)?;
             if climbs_out(&rel, &target) {
-                return Err(CheckError::Unsafe(format!(
+                return Err(Fault::Unsafe(format!(
                     "symlink {:?} -> {:?} points outside the image",
                     raw.display().to_string(),
                     target.display().to_string()
                 )));
             }
+            Some(target)
         }
         EntryType::Link => {
             let target = link_target(entry, &raw)?;
-            inside(&target).map_err(|why| {
-                CheckError::Unsafe(format!(
+            let rel_target = inside(&target).map_err(|why| {
+                Fault::Unsafe(format!(
                     "hard link {:?} -> {:?}: the target {why}",
                     raw.display().to_string(),
                     target.display().to_string()
                 ))
             })?;
+            Some(rel_target)
         }
-        EntryType::Char | EntryType::Block | EntryType::Fifo => return Ok(Plan::Skip),
         _ => return Ok(Plan::Skip),
-    }
+    };
     if rel.as_os_str().is_empty() {
         // `./` itself: the destination exists already.
         return Ok(Plan::Skip);
     }
-    Ok(Plan::Write(rel))
+    Ok(Plan::Write { rel, kind, link })
 }
 
-fn link_target<R: Read>(entry: &tar::Entry<'_, R>, raw: &Path) -> Result<PathBuf, CheckError> {
-    entry.link_name()?.map(|t| t.into_owned()).ok_or_else(|| {
-        CheckError::Unsafe(format!(
-            "link {:?} has no target",
-            raw.display().to_string()
-        ))
-    })
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>, raw: &Path) -> Result<PathBuf, Fault> {
+    entry
+        .link_name()
+        .map_err(Fault::Read)?
+        .map(|t| t.into_owned())
+        .ok_or_else(|| {
+            Fault::Unsafe(format!(
+                "link {:?} has no target",
+                raw.display().to_string()
+            ))
+        })
 }
 
 /// The path relative to the archive's root, or why it would leave it.
@@ -213,45 +263,96 @@ fn write_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     dest: &Path,
     rel: &Path,
-) -> Result<(), CheckError> {
+    kind: EntryType,
+    link: Option<&Path>,
+) -> Result<(), Fault> {
     make_parents(dest, rel)?;
     let dst = dest.join(rel);
     let header = entry.header();
-    let (mode, uid, gid) = (header.mode()?, header.uid()?, header.gid()?);
-    match header.entry_type() {
-        EntryType::Directory => {
+    let mode = header.mode().map_err(Fault::Read)? & 0o7777;
+    let (uid, gid) = (
+        header.uid().map_err(Fault::Read)?,
+        header.gid().map_err(Fault::Read)?,
+    );
+    let secs = header.mtime().map_err(Fault::Read)?;
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    let (uid, gid) = (to_id(uid), to_id(gid));
+    match (kind, link) {
+        (EntryType::Directory, _) => {
             match fs::symlink_metadata(&dst) {
                 Ok(meta) if meta.is_dir() => {}
                 Ok(_) => {
-                    fs::remove_file(&dst)?;
-                    fs::create_dir(&dst)?;
+                    fs::remove_file(&dst).map_err(Fault::Write)?;
+                    fs::create_dir(&dst).map_err(Fault::Write)?;
                 }
-                Err(_) => fs::create_dir(&dst)?,
+                Err(_) => fs::create_dir(&dst).map_err(Fault::Write)?,
             }
-            fs::set_permissions(&dst, fs::Permissions::from_mode(mode & 0o7777))?;
-            lchown(&dst, to_id(uid), to_id(gid))?;
+            fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).map_err(Fault::Write)?;
+            lchown(&dst, uid, gid).map_err(Fault::Write)?;
         }
-        EntryType::Link => {
-            let target = entry
-                .link_name()?
-                .map(|t| t.into_owned())
-                .unwrap_or_default();
-            let target = inside(&target).map_err(|why| CheckError::Unsafe(why.into()))?;
-            link_to_file(dest, &target, &dst)?;
+        (EntryType::Link, Some(target)) => link_to_file(dest, target, &dst)?,
+        (EntryType::Symlink, Some(target)) => {
+            remove_non_directory(&dst).map_err(Fault::Write)?;
+            symlink(target, &dst).map_err(Fault::Write)?;
+            lchown(&dst, uid, gid).map_err(Fault::Write)?;
+            let at = TimeSpec::new(i64::try_from(secs).unwrap_or(i64::MAX), 0);
+            utimensat(
+                nix::fcntl::AT_FDCWD,
+                &dst,
+                &at,
+                &at,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(|e| Fault::Write(e.into()))?;
         }
-        _ => {
-            remove_non_directory(&dst)?;
-            entry.unpack(&dst)?;
-            if header_is_symlink(entry) {
-                lchown(&dst, to_id(uid), to_id(gid))?;
-            }
+        (EntryType::Regular | EntryType::Continuous, None) => {
+            remove_non_directory(&dst).map_err(Fault::Write)?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&dst)
+                .map_err(Fault::Write)?;
+            copy_data(entry, &mut file)?;
+            // Owner before mode: a chown clears the set-user-ID and set-group-ID bits.
+            fchown(&file, uid, gid).map_err(Fault::Write)?;
+            file.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(Fault::Write)?;
+            file.set_times(FileTimes::new().set_accessed(mtime).set_modified(mtime))
+                .map_err(Fault::Write)?;
+        }
+        (kind, _) => {
+            return Err(Fault::Unsafe(format!(
+                "entry {:?} of type {kind:?} cannot be written",
+                rel.display().to_string()
+            )))
         }
     }
     Ok(())
 }
 
-fn header_is_symlink<R: Read>(entry: &tar::Entry<'_, R>) -> bool {
-    entry.header().entry_type() == EntryType::Symlink
+/// Copies an entry's data, telling the archive's read errors from the file's write errors.
+fn copy_data<R: Read>(entry: &mut tar::Entry<'_, R>, file: &mut File) -> Result<(), Fault> {
+    let expected = entry.size();
+    let mut copied = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match entry.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Fault::Read(e)),
+        };
+        file.write_all(&buf[..n]).map_err(Fault::Write)?;
+        copied += n as u64;
+    }
+    if copied != expected {
+        return Err(Fault::Read(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the archive ends {copied} bytes into this {expected}-byte entry"),
+        )));
+    }
+    Ok(())
 }
 
 fn to_id(id: u64) -> Option<u32> {
@@ -260,7 +361,7 @@ fn to_id(id: u64) -> Option<u32> {
 
 /// Creates the missing parents of `rel` below `dest`; refuses to pass through anything
 /// but a real directory, so that an earlier symlink entry cannot redirect a later one.
-fn make_parents(dest: &Path, rel: &Path) -> Result<(), CheckError> {
+fn make_parents(dest: &Path, rel: &Path) -> Result<(), Fault> {
     let mut at = dest.to_path_buf();
     let parents: Vec<_> = rel.components().collect();
     for c in parents.iter().take(parents.len().saturating_sub(1)) {
@@ -268,16 +369,19 @@ fn make_parents(dest: &Path, rel: &Path) -> Result<(), CheckError> {
         match fs::symlink_metadata(&at) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
-                return Err(CheckError::Unsafe(format!(
+                return Err(Fault::Unsafe(format!(
                     "entry {:?} goes through {:?}, which is not a directory",
                     rel.display().to_string(),
                     at.strip_prefix(dest).unwrap_or(&at).display().to_string()
                 )))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::DirBuilder::new().mode(0o755).create(&at)?;
+                fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&at)
+                    .map_err(Fault::Write)?;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Fault::Write(e)),
         }
     }
     Ok(())
@@ -297,9 +401,9 @@ fn remove_non_directory(path: &Path) -> io::Result<()> {
 }
 
 /// A hard link to a regular file already unpacked below `dest` (not through a symlink).
-fn link_to_file(dest: &Path, target: &Path, dst: &Path) -> Result<(), CheckError> {
+fn link_to_file(dest: &Path, target: &Path, dst: &Path) -> Result<(), Fault> {
     let refuse = |why: &str| {
-        CheckError::Unsafe(format!(
+        Fault::Unsafe(format!(
             "hard link to {:?}: {why}",
             target.display().to_string()
         ))
@@ -311,8 +415,8 @@ fn link_to_file(dest: &Path, target: &Path, dst: &Path) -> Result<(), CheckError
         Ok(_) => return Err(refuse("it is not a regular file")),
         Err(_) => return Err(refuse("no such file earlier in the archive")),
     }
-    remove_non_directory(dst)?;
-    fs::hard_link(&source, dst)?;
+    remove_non_directory(dst).map_err(Fault::Write)?;
+    fs::hard_link(&source, dst).map_err(Fault::Write)?;
     Ok(())
 }
 
@@ -343,6 +447,7 @@ mod tests {
         Dir(&'a str),
         Symlink(&'a str, &'a str),
         Hardlink(&'a str, &'a str),
+        Char(&'a str),
     }
 
     fn archive(entries: &[E<'_>], gzip: bool) -> Vec<u8> {
@@ -361,6 +466,9 @@ mod tests {
                     .unwrap(),
                 E::Hardlink(p, t) => b
                     .append(&raw_header(p, EntryType::Link, Some(t), 0), &[][..])
+                    .unwrap(),
+                E::Char(p) => b
+                    .append(&raw_header(p, EntryType::Char, None, 0), &[][..])
                     .unwrap(),
             }
         }
@@ -500,5 +608,115 @@ mod tests {
         );
         assert!(fs::read_dir(tmp_outside.path()).unwrap().next().is_none());
         assert!(!tmp.path().join("escape").exists());
+    }
+
+    /// Unpacks `first`, turned into `second` by `change` after the checking pass.
+    fn unpack_changed(
+        first: &[E<'_>],
+        second: &[E<'_>],
+        change: fn(&Path, &[u8]),
+    ) -> (Result<Unpacked, UntarError>, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("a.tar");
+        fs::write(&file, archive(first, false)).unwrap();
+        let dest = tmp.path().join("image/rootfs");
+        fs::create_dir_all(&dest).unwrap();
+        let second = archive(second, false);
+        let result = unpack_with(&file, &dest, || change(&file, &second));
+        (result, tmp)
+    }
+
+    fn rewrite_in_place(path: &Path, data: &[u8]) {
+        let mut f = fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.set_len(0).unwrap();
+        f.write_all(data).unwrap();
+    }
+
+    fn replace_by_rename(path: &Path, data: &[u8]) {
+        let new = path.with_extension("new");
+        fs::write(&new, data).unwrap();
+        fs::rename(&new, path).unwrap();
+    }
+
+    #[test]
+    fn an_archive_rewritten_between_the_passes_is_checked_again() {
+        let harmless = [E::File("a", b"x"), E::File("b", b"y")];
+        let climbing = [E::Symlink("a", "../../outside"), E::File("b", b"y")];
+        let (result, tmp) = unpack_changed(&harmless, &climbing, rewrite_in_place);
+        assert!(
+            refused(&result).contains("points outside the image"),
+            "{result:?}"
+        );
+        assert!(fs::symlink_metadata(tmp.path().join("image/rootfs/a")).is_err());
+
+        // A device node where a file was checked: its entry no longer matches the plan.
+        let device = [E::Char("a"), E::File("b", b"y")];
+        let (result, tmp) = unpack_changed(&harmless, &device, rewrite_in_place);
+        assert!(refused(&result).contains("changed while"), "{result:?}");
+        assert!(fs::symlink_metadata(tmp.path().join("image/rootfs/a")).is_err());
+
+        let (result, _tmp) = unpack_changed(&harmless, &harmless[..1], rewrite_in_place);
+        assert!(refused(&result).contains("changed while"), "{result:?}");
+
+        // A new file renamed over the path is not read: the open one is.
+        let (result, tmp) = unpack_changed(&harmless, &climbing, replace_by_rename);
+        assert_eq!(result.unwrap().entries, 2);
+        let root = tmp.path().join("image/rootfs");
+        assert_eq!(fs::read(root.join("a")).unwrap(), b"x");
+        assert_eq!(fs::read(root.join("b")).unwrap(), b"y");
+    }
+
+    #[test]
+    fn write_failures_are_told_from_bad_archives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("a.tar");
+        fs::write(&file, archive(&[E::File("a", b"x")], true)).unwrap();
+        let missing = tmp.path().join("no/such/dir");
+        let result = unpack(&file, &missing);
+        assert!(
+            matches!(&result, Err(UntarError::Write { source, .. }) if source.kind() == io::ErrorKind::NotFound),
+            "{result:?}"
+        );
+
+        let big = vec![7u8; 100_000];
+        let whole = archive(&[E::File("big", &big)], false);
+        fs::write(&file, &whole[..4096]).unwrap();
+        let dest = tmp.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let result = unpack(&file, &dest);
+        assert!(matches!(result, Err(UntarError::Read { .. })), "{result:?}");
+
+        fs::write(
+            &file,
+            b"not a tarball at all, just some text that is long enough\n".repeat(20),
+        )
+        .unwrap();
+        let result = unpack(&file, &dest);
+        assert!(matches!(result, Err(UntarError::Read { .. })), "{result:?}");
+    }
+
+    #[test]
+    fn modes_owners_and_times_are_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = raw_header("su", EntryType::Regular, None, 2);
+        h.set_mode(0o4755);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        h.set_mtime(1_000_000);
+        h.set_cksum();
+        b.append(&h, &b"#!"[..]).unwrap();
+        let file = tmp.path().join("a.tar");
+        fs::write(&file, b.into_inner().unwrap()).unwrap();
+        let dest = tmp.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        unpack(&file, &dest).unwrap();
+        let meta = fs::metadata(dest.join("su")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
+        }
+        assert_eq!(meta.mode() & 0o7777, 0o4755);
+        assert_eq!(meta.mtime(), 1_000_000);
     }
 }

@@ -2,13 +2,21 @@
 //! root filesystem made from one: an overlayfs when the kernel has it, a copy otherwise,
 //! so that no container ever writes into an image.
 
-use std::fs;
+use std::ffi::{CStr, OsStr};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{lchown, symlink, DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{
+    fchown, lchown, symlink, DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt,
+};
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use nix::dir::Dir;
+use nix::fcntl::{openat, readlinkat, AtFlags, OFlag, AT_FDCWD};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fstatat, Mode, SFlag};
 
 use crate::model::Name;
 use crate::protocol::{Failure, ImageSource, ImageView};
@@ -203,7 +211,6 @@ fn tree_size(dir: &Path) -> u64 {
     total
 }
 
-/// Copies a tree: directories, files (with their modes), symlinks as symlinks, owners
 /// Writers of image files exclude container starts, and starts share this lock.
 ///
 /// A container's first process is a clone of the daemon that holds every fd the daemon
@@ -222,27 +229,125 @@ pub fn starting_container() -> RwLockReadGuard<'static, ()> {
     FILE_WRITES.read().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Copies a tree: directories, files (with their modes), symlinks as symlinks, owners
 /// kept. Device nodes, fifos and sockets are left out.
+///
+/// Whoever owns `from` may change it while it is copied, so nothing below it is reached
+/// by path: each entry is opened relative to its parent's fd without following a
+/// symlink, and only what that fd turns out to be is copied. A file swapped for a
+/// symlink (to `/etc/shadow`, say) or a directory swapped for one is refused, not
+/// followed.
 pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
-    for entry in fs::read_dir(from).map_err(|e| state::annotate(e, "read", from))? {
-        let entry = entry?;
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        let meta = fs::symlink_metadata(&src)?;
-        let kind = meta.file_type();
-        if kind.is_dir() {
-            fs::DirBuilder::new().mode(0o700).create(&dst)?;
-            copy_tree(&src, &dst)?;
-            fs::set_permissions(&dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-        } else if kind.is_symlink() {
-            symlink(fs::read_link(&src)?, &dst)?;
-        } else if kind.is_file() {
-            fs::copy(&src, &dst).map_err(|e| state::annotate(e, "copy", &src))?;
-        } else {
-            continue;
+    let dir = openat(
+        AT_FDCWD,
+        from,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| state::annotate(e.into(), "open", from))?;
+    copy_dir(dir, from, to)
+}
+
+/// What an entry of a source directory was when it was listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// Copies the contents of the directory open as `dir` (shown as `shown`) into `to`.
+fn copy_dir(dir: OwnedFd, shown: &Path, to: &Path) -> io::Result<()> {
+    let mut listing = Dir::from_fd(dir).map_err(|e| state::annotate(e.into(), "read", shown))?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry.map_err(|e| state::annotate(e.into(), "read", shown))?;
+        let name = entry.file_name();
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
         }
-        lchown(&dst, Some(meta.uid()), Some(meta.gid()))?;
+    }
+    for name in names {
+        let os_name = OsStr::from_bytes(name.to_bytes());
+        let (src, dst) = (shown.join(os_name), to.join(os_name));
+        let stat = fstatat(
+            listing.as_fd(),
+            name.as_c_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| state::annotate(e.into(), "stat", &src))?;
+        let kind = match SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFDIR => Kind::Dir,
+            SFlag::S_IFREG => Kind::File,
+            SFlag::S_IFLNK => Kind::Symlink,
+            _ => continue,
+        };
+        copy_entry(listing.as_fd(), &name, kind, &src, &dst)
+            .map_err(|e| state::annotate(e, "copy", &src))?;
     }
     Ok(())
+}
+
+/// Copies one entry of the directory `parent`, listed as `kind`, from what opening it
+/// without following symlinks gives now.
+fn copy_entry(
+    parent: BorrowedFd<'_>,
+    name: &CStr,
+    kind: Kind,
+    src: &Path,
+    dst: &Path,
+) -> io::Result<()> {
+    let nofollow = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match kind {
+        Kind::Dir => {
+            let fd = openat(parent, name, nofollow | OFlag::O_DIRECTORY, Mode::empty())?;
+            let meta = File::from(fd.try_clone()?).metadata()?;
+            fs::DirBuilder::new().mode(0o700).create(dst)?;
+            copy_dir(fd, src, dst)?;
+            lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
+            fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        }
+        Kind::Symlink => {
+            let target = readlinkat(parent, name)?;
+            let meta = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            if SFlag::from_bits_truncate(meta.st_mode) & SFlag::S_IFMT != SFlag::S_IFLNK {
+                return Err(changed());
+            }
+            symlink(target, dst)?;
+            lchown(dst, Some(meta.st_uid), Some(meta.st_gid))?;
+        }
+        Kind::File => {
+            // O_NONBLOCK: a fifo swapped in must not hang the copy before it is refused.
+            let fd = openat(
+                parent,
+                name,
+                nofollow | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+                Mode::empty(),
+            )?;
+            let mut from = File::from(fd);
+            let meta = from.metadata()?;
+            if !meta.is_file() {
+                return Err(changed());
+            }
+            let mut to = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dst)?;
+            io::copy(&mut from, &mut to)?;
+            // Owner before mode: a chown clears the set-user-ID and set-group-ID bits.
+            fchown(&to, Some(meta.uid()), Some(meta.gid()))?;
+            to.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        }
+    }
+    Ok(())
+}
+
+fn changed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "it changed while it was being copied",
+    )
 }
 
 /// Where busybox-static may be on the host.
@@ -561,6 +666,62 @@ mod tests {
 
         let again = images.import(&name, &ImageSource::Path(src)).unwrap_err();
         assert!(again.message.contains("exists already"), "{again:?}");
+    }
+
+    /// What the copy finds when the owner of the source swaps an entry between the
+    /// listing and the open: each is refused, and nothing of the link's target is copied.
+    #[test]
+    fn entries_swapped_after_the_listing_are_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, out) = (tmp.path().join("src"), tmp.path().join("out"));
+        fs::create_dir_all(src.join("real-dir")).unwrap();
+        fs::create_dir(&out).unwrap();
+        let secret = tmp.path().join("shadow");
+        fs::write(&secret, b"root:secret").unwrap();
+        symlink(&secret, src.join("file")).unwrap();
+        symlink(src.join("real-dir"), src.join("dir")).unwrap();
+        nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let parent = File::open(&src).unwrap();
+        for (name, kind) in [
+            (c"file", Kind::File),
+            (c"dir", Kind::Dir),
+            (c"fifo", Kind::File),
+        ] {
+            let dst = out.join(OsStr::from_bytes(name.to_bytes()));
+            let result = copy_entry(parent.as_fd(), name, kind, &src, &dst);
+            assert!(result.is_err(), "{name:?} was copied");
+        }
+        assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_copy_keeps_modes_owners_and_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, out) = (tmp.path().join("src"), tmp.path().join("out"));
+        fs::create_dir_all(src.join("bin")).unwrap();
+        fs::write(src.join("bin/su"), b"elf").unwrap();
+        if nix::unistd::geteuid().is_root() {
+            lchown(src.join("bin/su"), Some(1234), Some(5678)).unwrap();
+        }
+        fs::set_permissions(src.join("bin/su"), fs::Permissions::from_mode(0o4755)).unwrap();
+        fs::set_permissions(src.join("bin"), fs::Permissions::from_mode(0o711)).unwrap();
+        symlink("/etc/shadow", src.join("bin/link")).unwrap();
+        nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        fs::create_dir(&out).unwrap();
+        copy_tree(&src, &out).unwrap();
+        let su = fs::metadata(out.join("bin/su")).unwrap();
+        assert_eq!(su.mode() & 0o7777, 0o4755);
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!((su.uid(), su.gid()), (1234, 5678));
+        }
+        assert_eq!(fs::read(out.join("bin/su")).unwrap(), b"elf");
+        let bin = fs::metadata(out.join("bin")).unwrap();
+        assert_eq!(bin.mode() & 0o7777, 0o711);
+        assert_eq!(
+            fs::read_link(out.join("bin/link")).unwrap(),
+            Path::new("/etc/shadow")
+        );
+        assert!(fs::symlink_metadata(out.join("fifo")).is_err());
     }
 
     #[test]

@@ -39,6 +39,12 @@ pub enum Controller {
 
 impl Controller {
     /// Every controller, in the order the kernel lists them.
+    ///
+    /// ```
+    /// use qube_cgroup::Controller;
+    /// assert_eq!(Controller::ALL.len(), 8);
+    /// assert!(Controller::ALL.contains(&Controller::Memory));
+    /// ```
     pub const ALL: [Controller; 8] = [
         Controller::Cpuset,
         Controller::Cpu,
@@ -269,7 +275,9 @@ impl crate::Cgroup {
         self.change_subtree(wanted, '+')
     }
 
-    /// Stops distributing controllers to the children.
+    /// Stops distributing controllers to the children. The kernel wants this bottom-up:
+    /// while a child still enables one of them for its own children, the answer is
+    /// [`Error::ControllerInUse`], naming those children.
     ///
     /// ```no_run
     /// use qube_cgroup::{Cgroup, Controllers};
@@ -326,6 +334,30 @@ impl crate::Cgroup {
         })
     }
 
+    /// The [`Error::ControllerInUse`] for disabling `set`, naming the children that still
+    /// enable part of it; `None` if none does (any more) or they cannot be read.
+    fn controllers_in_use(&self, set: Controllers) -> Option<Error> {
+        let mut controllers = Controllers::empty();
+        let mut children = Vec::new();
+        for name in self.children().ok()? {
+            let Ok(enabled) = self.open_child(&name).and_then(|c| c.subtree_control()) else {
+                continue;
+            };
+            if enabled.intersects(set) {
+                controllers |= enabled & set;
+                children.push(name);
+            }
+        }
+        if children.is_empty() {
+            return None;
+        }
+        Some(Error::ControllerInUse {
+            path: self.path_of("cgroup.subtree_control"),
+            controllers,
+            children,
+        })
+    }
+
     fn change_subtree(&self, set: Controllers, sign: char) -> Result<()> {
         const FILE: &str = "cgroup.subtree_control";
         let err = match self
@@ -335,6 +367,11 @@ impl crate::Cgroup {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        // On a disable, EBUSY is not about processes: some child still enables one of
+        // these controllers for its own children (cgroup_subtree_control_write).
+        if sign == '-' && matches!(err, Error::InternalProcess { .. }) {
+            return Err(self.controllers_in_use(set).unwrap_or(err));
+        }
         if set.bits().count_ones() == 1
             || matches!(
                 err,

@@ -46,6 +46,13 @@ const THREAD_MODE_FILES: [&str; 4] = [
     "cgroup.type",
 ];
 
+/// The files where EBUSY means the no-internal-processes rule (cgroup-v2.rst, "No Internal
+/// Process Constraint"): a process moved into a cgroup that distributes domain controllers,
+/// or controllers enabled in one that holds processes. Elsewhere EBUSY means something
+/// else (cpuset's exclusivity rules, for one), so it stays the errno it is.
+const NO_INTERNAL_PROCESS_FILES: [&str; 3] =
+    ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
+
 /// Set once `openat2` answered ENOSYS, so later opens go straight to the fallback.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
@@ -260,7 +267,9 @@ impl Dir {
         let path = self.join(file);
         match errno {
             Errno::ENOENT => self.missing_file(op, file, path),
-            Errno::EBUSY => Error::InternalProcess { op, path, value },
+            Errno::EBUSY if NO_INTERNAL_PROCESS_FILES.contains(&file) => {
+                Error::InternalProcess { op, path, value }
+            }
             Errno::EOPNOTSUPP if THREAD_MODE_FILES.contains(&file) => {
                 Error::Threaded { op, path, value }
             }
@@ -486,5 +495,24 @@ mod tests {
         assert_eq!(read_back(&format!("{exact}\n")), exact);
         let over = "4".repeat(SMALL);
         assert_eq!(read_back(&format!("{over}\n")), over);
+    }
+
+    #[test]
+    fn ebusy_is_the_no_internal_processes_rule_only_where_that_rule_applies() {
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let dir = Dir::open(tmp.path()).expect("open the directory");
+        for file in NO_INTERNAL_PROCESS_FILES {
+            let err = dir.classify(Op::Write, file, Some("1".into()), Errno::EBUSY);
+            assert!(
+                matches!(err, Error::InternalProcess { .. }),
+                "{file}: {err}"
+            );
+        }
+        // cpuset's validate_change answers EBUSY to a cpuset.cpus that no longer holds a
+        // child's (on the v2 hierarchy too, up to Linux 6.6): nothing to do with processes,
+        // so the errno is kept as it is.
+        let err = dir.classify(Op::Write, "cpuset.cpus", Some("0".into()), Errno::EBUSY);
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert_eq!(err.raw_os_error(), Some(Errno::EBUSY as i32));
     }
 }

@@ -9,9 +9,15 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::controller::Controller;
+use crate::controller::{Controller, Controllers};
 
 /// A `Result` whose error is [`Error`].
+///
+/// ```
+/// fn limit() -> qube_cgroup::Result<qube_cgroup::Bytes> { "2G".parse() }
+/// assert_eq!(limit()?, qube_cgroup::Bytes::gib(2));
+/// # Ok::<(), qube_cgroup::Error>(())
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What the crate was doing when an error happened.
@@ -180,6 +186,21 @@ pub enum Error {
         path: PathBuf,
         /// The value written.
         value: Option<String>,
+    },
+
+    /// Disabling controllers that child cgroups still enable for their own children: the
+    /// kernel (EBUSY) wants them disabled bottom-up, in those children first.
+    #[error(
+        "write {path}: cannot disable {controllers}: the child cgroups {children:?} still enable \
+         it in their cgroup.subtree_control (disable it there first)"
+    )]
+    ControllerInUse {
+        /// The `cgroup.subtree_control` file.
+        path: PathBuf,
+        /// The controllers the children still enable.
+        controllers: Controllers,
+        /// The children that enable them.
+        children: Vec<String>,
     },
 
     /// The operation is not allowed in a threaded or `domain invalid` subtree.

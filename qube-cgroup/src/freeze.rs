@@ -1,6 +1,6 @@
 //! `cgroup.freeze` and `cgroup.kill`: stopping and ending every process of a subtree.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -56,9 +56,11 @@ impl Cgroup {
     }
 
     /// Sends SIGKILL to every process in the cgroup and its descendants, through
-    /// `cgroup.kill` (Linux 5.14+). On older kernels it freezes the cgroup, signals each
-    /// pid in `cgroup.procs` of the subtree, and thaws, so no fork slips through.
-    /// Returns without waiting; see [`wait_unpopulated`](Cgroup::wait_unpopulated).
+    /// `cgroup.kill` (Linux 5.14+). On older kernels it freezes the cgroup and signals
+    /// each pid in `cgroup.procs` of the subtree, again until the subtree is empty (or
+    /// [`Error::Timeout`] after 5s), then thaws, so no fork slips through. With
+    /// `cgroup.kill` it returns without waiting; see
+    /// [`wait_unpopulated`](Cgroup::wait_unpopulated).
     ///
     /// ```no_run
     /// let cg = qube_cgroup::Cgroup::root()?.create("doomed")?;
@@ -72,11 +74,41 @@ impl Cgroup {
         }
     }
 
+    /// The fallback for kernels without `cgroup.kill`. One round of signals is not
+    /// enough: if the freeze did not complete, a process can fork between the read of
+    /// `cgroup.procs` and the signal, and a process moved in meanwhile is missed. So it
+    /// signals the subtree again until `cgroup.events` says `populated 0`, or fails with
+    /// [`Error::Timeout`] once `KILL_TIMEOUT` has passed.
     fn kill_each(&self) -> Result<()> {
-        let frozen = self.freeze(Duration::from_secs(5)).is_ok();
-        let result = self.signal_subtree(Signal::SIGKILL);
+        const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+        // How long one round waits for the group to empty before signalling again.
+        const ROUND: Duration = Duration::from_millis(50);
+        let deadline = Instant::now() + KILL_TIMEOUT;
+        let frozen = self.freeze(KILL_TIMEOUT).is_ok();
+        let result = loop {
+            if let Err(e) = self.signal_subtree(Signal::SIGKILL) {
+                break Err(e);
+            }
+            // Frozen processes die of SIGKILL without a thaw (cgroup-v2.rst, "Core
+            // Interface Files": "processes in the frozen cgroup can be killed by a fatal
+            // signal"), so the wait can succeed while still frozen.
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wait_events("populated 0", left.min(ROUND), |ev| !ev.populated) {
+                Ok(_) => break Ok(()),
+                Err(Error::Timeout { .. }) if !left.is_zero() => {}
+                Err(Error::Timeout { op, path, what, .. }) => {
+                    break Err(Error::Timeout {
+                        op,
+                        path,
+                        what,
+                        after: KILL_TIMEOUT,
+                    })
+                }
+                Err(e) => break Err(e),
+            }
+        };
         if frozen {
-            let _ = self.thaw(Duration::from_secs(5));
+            let _ = self.thaw(KILL_TIMEOUT);
         }
         result
     }

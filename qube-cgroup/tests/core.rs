@@ -1,11 +1,11 @@
 //! Core (non-controller) features against the real kernel: the host's cgroup2 mount, or
 //! the VM's. Each test works in a scratch cgroup that it creates and removes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::wait::WaitStatus;
-use qube_cgroup::{Cgroup, Error, Event, Watcher};
-use qube_testkit::{cpu_ticks, scratch, v2_root, Proc, Work};
+use qube_cgroup::{Bytes, Cgroup, Controller, Controllers, Error, Event, Max, Watcher};
+use qube_testkit::{cpu_ticks, require_vm, scratch, spawn_fn_in, v2_root, Proc, Work};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -146,9 +146,142 @@ fn freeze_waits_for_frozen_and_thaw_resumes() {
     assert_eq!(ticks(), frozen_at, "a frozen process must not run");
     cg.thaw(WAIT).unwrap();
     assert_eq!(w.next_event(WAIT).unwrap(), Some(Event::Frozen(false)));
+    // Back to running: the ticks move again (a tick is 4ms of CPU at HZ=250), and a
+    // deadline turns a process that stays frozen into a failure rather than a hang.
+    let deadline = Instant::now() + WAIT;
     while ticks() == frozen_at {
+        assert!(Instant::now() < deadline, "the thawed process did not run");
         std::hint::spin_loop();
     }
+}
+
+#[test]
+fn a_freeze_that_cannot_complete_in_time_is_undone() {
+    let Some(root) = require_vm!() else { return };
+    let cg = scratch(&root, "freeze-late");
+    // Without processes the kernel freezes within the write, so even no time is enough.
+    cg.freeze(Duration::ZERO).unwrap();
+    assert!(cg.events().unwrap().frozen);
+    cg.thaw(WAIT).unwrap();
+    // A task freezes on its way back to user space. One far over memory.high with no
+    // swap spends its time in the kernel's throttle sleep (mem_cgroup_handle_over_high:
+    // up to 2s after each batch of charges, killable but not woken by the freezer), so it
+    // cannot get there in no time.
+    cg.memory().set_high(Max::Limit(Bytes::mib(1))).unwrap();
+    cg.memory().set_swap_max(Max::Limit(Bytes(0))).unwrap();
+    let _p = spawn_fn_in(&cg, allocate_forever);
+    let mut w = Watcher::new(&cg).unwrap();
+    while cg.memory().events().unwrap().high == 0 {
+        w.next_event(WAIT)
+            .unwrap()
+            .expect("memory.events high should rise");
+    }
+    let err = cg.freeze(Duration::ZERO).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(
+        !cg.freeze_requested().unwrap(),
+        "the timed-out freeze was left in cgroup.freeze"
+    );
+    assert!(!cg.events().unwrap().frozen);
+    // Given time to finish its sleep, the same task freezes.
+    cg.freeze(WAIT).unwrap();
+    cg.thaw(WAIT).unwrap();
+}
+
+/// Touches 64M of fresh anonymous memory, again and again; raw syscalls only (it runs
+/// after fork). Throttled at 1M of memory.high, it never gets through the first pass.
+fn allocate_forever() -> i32 {
+    let Some(memory) = qube_testkit::Anonymous::map(64 << 20, false) else {
+        return 1;
+    };
+    loop {
+        memory.touch(4096, 1);
+    }
+}
+
+#[test]
+fn kill_ends_every_process_of_the_subtree_and_keeps_the_cgroup() {
+    let Some(root) = v2_root() else { return };
+    let cg = scratch(&root, "kill-only");
+    let inner = cg.create("inner").unwrap();
+    let mut top = Proc::spawn_in(&cg, Work::Pause);
+    let mut deep = Proc::spawn_in(&inner, Work::Pause);
+    // Three grandchildren that are not ours to wait for: only the cgroup knows them.
+    let mut forker = Proc::spawn_in(&inner, Work::Fork(3));
+    assert!(matches!(forker.wait(), WaitStatus::Exited(_, 0)));
+    let orphans = inner.procs().unwrap();
+    assert_eq!(orphans.len(), 4, "{orphans:?}");
+    cg.kill().unwrap();
+    cg.wait_unpopulated(WAIT).unwrap();
+    assert!(!inner.events().unwrap().populated);
+    for pid in orphans {
+        qube_testkit::wait_for_exit(pid);
+    }
+    for p in [&mut top, &mut deep] {
+        assert!(matches!(
+            p.wait(),
+            WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)
+        ));
+    }
+    assert!(
+        cg.path().exists() && inner.path().exists(),
+        "kill removes nothing"
+    );
+    // cgroup.kill acts once: a process that joins afterwards runs to its own end.
+    let mut after = Proc::spawn_in(&inner, Work::Exit(7));
+    assert!(matches!(after.wait(), WaitStatus::Exited(_, 7)));
+}
+
+#[test]
+fn disable_controllers_is_bottom_up_and_takes_the_files_away() {
+    // cgroup-v2.rst, "Top-down Constraint": "a controller can't be disabled if one or
+    // more children have it enabled."
+    let Some(root) = require_vm!() else { return };
+    let parent = scratch(&root, "disable");
+    parent
+        .enable_controllers(Controllers::MEMORY | Controllers::PIDS)
+        .unwrap();
+    let child = parent.create("child").unwrap();
+    child.enable_controllers(Controllers::PIDS).unwrap();
+    let leaf = child.create("leaf").unwrap();
+    leaf.pids().max().unwrap();
+    let err = parent
+        .disable_controllers(Controllers::MEMORY | Controllers::PIDS)
+        .unwrap_err();
+    match &err {
+        Error::ControllerInUse {
+            controllers,
+            children,
+            ..
+        } => {
+            assert_eq!(*controllers, Controllers::PIDS, "{err}");
+            assert_eq!(children, &["child"], "{err}");
+        }
+        other => panic!("expected ControllerInUse, got {other}"),
+    }
+    assert_eq!(
+        parent.subtree_control().unwrap(),
+        Controllers::MEMORY | Controllers::PIDS,
+        "a refused write changes nothing"
+    );
+    child.disable_controllers(Controllers::PIDS).unwrap();
+    assert!(!leaf.controllers().unwrap().contains(Controllers::PIDS));
+    parent.disable_controllers(Controllers::PIDS).unwrap();
+    assert_eq!(parent.subtree_control().unwrap(), Controllers::MEMORY);
+    assert!(!child.controllers().unwrap().contains(Controllers::PIDS));
+    let err = child.pids().max().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ControllerNotEnabled {
+                controller: Controller::Pids,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // What is not enabled is disabled already.
+    parent.disable_controllers(Controllers::PIDS).unwrap();
 }
 
 #[test]

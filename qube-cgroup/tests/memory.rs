@@ -299,6 +299,8 @@ fn oom_group_kills_every_process_of_the_group_not_only_the_largest() {
     let mut idle = Proc::spawn_in(&group, Work::Pause);
     let mut hog = Proc::spawn_in(&group, Work::Alloc(128 << 20));
     assert!(matches!(hog.wait(), WaitStatus::Signaled(..)));
+    // On the group, not the idle process: if it lived on, waiting for it would hang.
+    group.wait_unpopulated(WAIT).unwrap();
     assert!(matches!(
         idle.wait(),
         WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)

@@ -207,6 +207,38 @@ impl CapsetArgs {
     }
 }
 
+/// The calling thread's effective capabilities in its own user namespace, from
+/// `capget(2)`; none if the kernel refuses to say.
+///
+/// The calling thread, not the process (`/proc/self/status` shows the main thread's):
+/// the clone copies this thread's credentials, and the kernel checks this thread's when
+/// it writes the new user namespace's id maps.
+pub(crate) fn effective() -> Capabilities {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let empty = CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    };
+    let mut data = [empty; 2];
+    // SAFETY: a version 3 header and the two data structs that version fills, on our stack.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            std::ptr::addr_of_mut!(header),
+            data.as_mut_ptr(),
+        )
+    };
+    if ret != 0 {
+        return Capabilities::empty();
+    }
+    let bits = u64::from(data[0].effective) | (u64::from(data[1].effective) << 32);
+    Capabilities::from_bits_truncate(bits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +254,18 @@ mod tests {
     fn cap_bnd_is_parsed_from_status() {
         let status = "Name:\tx\nCapBnd:\t000001ffffffffff\nCapAmb:\t0\n";
         assert_eq!(parse_cap_bnd(status), Some(0x1ff_ffff_ffff));
+    }
+
+    #[test]
+    fn effective_capabilities_match_the_status_file() {
+        let status = read_proc_self_status().unwrap();
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .unwrap();
+        let from_status = u64::from_str_radix(hex.trim(), 16).unwrap();
+        // The test thread's credentials are the main thread's: nobody changes them here.
+        assert_eq!(effective().bits(), from_status & Capabilities::all().bits());
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub(crate) struct ChildPlan {
     /// In a new user namespace: become its (mapped) root before touching any file, since
     /// files cannot be created by an unmapped owner (EOVERFLOW).
     pub(crate) become_namespace_root: bool,
+    /// Whether the id switches call `setgroups`: not where the parent denied it in the
+    /// new user namespace (an unprivileged parent must, before it writes `gid_map`), as
+    /// the kernel then refuses it with EPERM; the container keeps the parent's groups.
+    pub(crate) set_groups: bool,
     pub(crate) unshare_cgroup: bool,
     pub(crate) hostname: Option<CString>,
     pub(crate) loopback_up: bool,
@@ -164,7 +168,7 @@ fn set_up_and_exec(plan: &ChildPlan) -> Result<Infallible, Failure> {
     reset_signal_dispositions();
     wait_for_parent(plan)?;
     if plan.become_namespace_root {
-        switch_ids(&Ids::NAMESPACE_ROOT)?;
+        switch_ids(&Ids::NAMESPACE_ROOT, plan.set_groups)?;
     }
     if plan.unshare_cgroup {
         // SAFETY: unshare takes flags only.
@@ -191,7 +195,7 @@ fn set_up_and_exec(plan: &ChildPlan) -> Result<Infallible, Failure> {
     mark_inherited_fds_cloexec()?;
     drop_bounding_set(plan.bounding_drop)?;
     if let Some(ids) = &plan.ids {
-        switch_ids(ids)?;
+        switch_ids(ids, plan.set_groups)?;
     }
     if let Some(args) = &plan.capset {
         set_capabilities(args)?;
@@ -407,10 +411,16 @@ fn drop_bounding_set(bits: u64) -> Result<(), Failure> {
 /// waiting for them under a lock. After `clone` from a multi-threaded parent those
 /// threads are not in the child, and the lock may be held by one of them: the child
 /// would hang. The kernel's calls change only the calling thread, the child's only one.
-fn switch_ids(ids: &Ids) -> Result<(), Failure> {
-    // SAFETY: pointer and length describe the prepared group list.
-    let ret = unsafe { libc::syscall(libc::SYS_setgroups, ids.groups.len(), ids.groups.as_ptr()) };
-    check(ret as c_int, Step::SetGroups)?;
+///
+/// Without `set_groups` the supplementary groups are left as they are (the plan holds
+/// none then: the builder refuses groups it could not set).
+fn switch_ids(ids: &Ids, set_groups: bool) -> Result<(), Failure> {
+    if set_groups {
+        // SAFETY: pointer and length describe the prepared group list.
+        let ret =
+            unsafe { libc::syscall(libc::SYS_setgroups, ids.groups.len(), ids.groups.as_ptr()) };
+        check(ret as c_int, Step::SetGroups)?;
+    }
     // SAFETY: integer arguments only.
     let ret = unsafe { libc::syscall(libc::SYS_setresgid, ids.gid, ids.gid, ids.gid) };
     check(ret as c_int, Step::SetGid)?;

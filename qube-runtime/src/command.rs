@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use qube_cgroup::{Cgroup, Controllers, Resources};
 
-use crate::caps::{bounding_bits_to_drop, Capabilities, CapsetArgs};
+use crate::caps::{self, bounding_bits_to_drop, Capabilities, CapsetArgs};
 use crate::child::{ChildPlan, Exec, Ids};
 use crate::container::{oom_kills, Container, ParentStdio};
 use crate::error::{Error, Result, Step};
 use crate::namespaces::{id_map_text, IdMap, Namespaces, Network};
 use crate::rootfs::{self, c_path, c_str, Bind, FsSpec};
-use crate::spawn::{self, Launch, SpawnMethod};
+use crate::spawn::{self, IdMaps, Launch, SpawnMethod};
 
 /// The `PATH` a container gets when its environment is not inherited.
 ///
@@ -387,6 +387,13 @@ impl Command {
     /// The container runs as uid and gid 0 inside unless [`uid`](Command::uid) says
     /// otherwise.
     ///
+    /// A parent with `CAP_SETUID` and `CAP_SETGID` (root) may map any range. An
+    /// unprivileged parent (in a delegated cgroup) may map only its own uid and gid, one
+    /// id each, e.g. `IdMap { inside: 0, outside: getuid(), count: 1 }`: it writes `deny`
+    /// to `setgroups` first, as the kernel requires, so the container keeps the parent's
+    /// supplementary groups and [`groups`](Command::groups) is refused. A wider map is
+    /// [`Error::Unsupported`] at [`Step::WriteIdMap`], with the kernel's EPERM.
+    ///
     /// ```
     /// use qube_runtime::{Command, IdMap};
     /// let range = IdMap { inside: 0, outside: 100_000, count: 65_536 };
@@ -455,18 +462,20 @@ impl Command {
     /// ```
     pub fn spawn(&self) -> Result<Container> {
         let namespaces = self.effective_namespaces();
-        self.validate(namespaces)?;
+        let id_maps = self.id_maps(namespaces);
+        self.validate(namespaces, id_maps.as_ref())?;
         let status_file = self.open_exit_status_file()?;
         let cgroup = self.create_cgroup()?;
         let oom_kills_at_start = oom_kills(&cgroup);
         let (parent_stdio, child_stdio) = self.open_stdio()?;
         let mut plan = self.child_plan(namespaces, &child_stdio)?;
         plan.status_file = status_file.as_ref().map(AsRawFd::as_raw_fd);
+        plan.set_groups = !id_maps.as_ref().is_some_and(IdMaps::deny_setgroups);
         let launch = Launch {
             cgroup: &cgroup,
             namespaces: namespaces.clone_flags(),
             method: self.method,
-            id_maps: self.id_maps(namespaces),
+            id_maps,
             program: PathBuf::from(&self.program),
             cwd: self.cwd().unwrap_or_default(),
         };
@@ -507,7 +516,7 @@ impl Command {
         }
     }
 
-    fn validate(&self, namespaces: Namespaces) -> Result<()> {
+    fn validate(&self, namespaces: Namespaces, id_maps: Option<&IdMaps>) -> Result<()> {
         if self.parent_cgroup.is_none() {
             return Err(Error::config(
                 "cgroup",
@@ -520,6 +529,14 @@ impl Command {
             return Err(Error::config(
                 "user namespace",
                 "give both a uid map and a gid map",
+            ));
+        }
+        if id_maps.is_some_and(IdMaps::deny_setgroups) && !self.groups.is_empty() {
+            return Err(Error::config(
+                "groups",
+                "this process lacks CAP_SETGID, so it must deny setgroups in the user \
+                 namespace before it may write gid_map (user_namespaces(7)): the container \
+                 keeps this process's supplementary groups and cannot be given others",
             ));
         }
         if self.rootfs.is_none() && (self.readonly_root || !self.binds.is_empty()) {
@@ -626,6 +643,8 @@ impl Command {
             status: None,
             status_file: None,
             become_namespace_root: namespaces.contains(Namespaces::USER),
+            // Cleared by spawn() where the parent must deny setgroups.
+            set_groups: true,
             unshare_cgroup: namespaces.contains(Namespaces::CGROUP),
             hostname: self.hostname.as_deref().map(c_str).transpose()?,
             loopback_up: namespaces.contains(Namespaces::NET),
@@ -676,10 +695,19 @@ impl Command {
         })
     }
 
-    fn id_maps(&self, namespaces: Namespaces) -> Option<(String, String)> {
-        namespaces
-            .contains(Namespaces::USER)
-            .then(|| (id_map_text(&self.uid_map), id_map_text(&self.gid_map)))
+    /// The maps for a new user namespace, with what this thread may map: the kernel
+    /// judges the map writes by the capabilities of the writer in its own user namespace.
+    fn id_maps(&self, namespaces: Namespaces) -> Option<IdMaps> {
+        if !namespaces.contains(Namespaces::USER) {
+            return None;
+        }
+        let caps = caps::effective();
+        Some(IdMaps {
+            uid_map: id_map_text(&self.uid_map),
+            gid_map: id_map_text(&self.gid_map),
+            can_setuid: caps.contains(Capabilities::SETUID),
+            can_setgid: caps.contains(Capabilities::SETGID),
+        })
     }
 
     fn exec_args(&self) -> Result<Exec> {

@@ -71,7 +71,9 @@ steps! {
     AttachToCgroup => "attach to cgroup",
     /// `pidfd_open` of the container's first process.
     OpenPidfd => "pidfd_open",
-    /// Writing `/proc/PID/uid_map`, `gid_map` or `setgroups`.
+    /// Writing `/proc/PID/uid_map` or `gid_map`, or `deny` to `/proc/PID/setgroups` (first,
+    /// where the parent lacks `CAP_SETGID`). A map the kernel refuses to an unprivileged
+    /// parent is [`Error::Unsupported`], saying what such a parent may map.
     WriteIdMap => "write id map",
     /// Letting the held child go on.
     ReleaseChild => "release child",

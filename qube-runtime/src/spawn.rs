@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 use qube_cgroup::Cgroup;
 
 use crate::child::{self, ChildPlan, Failure, FAILURE_LEN};
-use crate::error::{Error, Result, Step};
+use crate::error::{io_errno, Error, Result, Step};
 
 /// How the container's first process is created.
 ///
@@ -53,12 +53,50 @@ pub(crate) struct Launch<'a> {
     /// `CLONE_NEW*` flags.
     pub(crate) namespaces: u64,
     pub(crate) method: SpawnMethod,
-    /// `uid_map` and `gid_map` contents for a new user namespace.
-    pub(crate) id_maps: Option<(String, String)>,
+    /// What the parent writes for a new user namespace.
+    pub(crate) id_maps: Option<IdMaps>,
     /// The paths errors name for steps outside the mount plan.
     pub(crate) program: PathBuf,
     pub(crate) cwd: PathBuf,
 }
+
+/// The id maps of a new user namespace, and what the kernel lets this parent write.
+///
+/// A parent with `CAP_SETUID` and `CAP_SETGID` in its own user namespace may map any
+/// ids it has. Without them (an unprivileged, rootless parent), user_namespaces(7)
+/// allows one line per map, mapping one id: the parent's own effective uid, and its own
+/// effective gid only once `deny` has been written to `/proc/PID/setgroups`, so that the
+/// container can never drop a supplementary group the parent was given (a group may be
+/// the one an ACL denies).
+#[derive(Debug)]
+pub(crate) struct IdMaps {
+    pub(crate) uid_map: String,
+    pub(crate) gid_map: String,
+    /// The parent has `CAP_SETUID` in its own user namespace.
+    pub(crate) can_setuid: bool,
+    /// The parent has `CAP_SETGID` in its own user namespace.
+    pub(crate) can_setgid: bool,
+}
+
+impl IdMaps {
+    /// Whether `deny` goes to `/proc/PID/setgroups` before `gid_map`; the container then
+    /// cannot call `setgroups` and keeps the parent's supplementary groups.
+    pub(crate) fn deny_setgroups(&self) -> bool {
+        !self.can_setgid
+    }
+}
+
+/// What the kernel refuses to a parent without `CAP_SETUID` (`CAP_SETGID`) in a map.
+const UNPRIVILEGED_UID_MAP: &str = "a uid map beyond an unprivileged parent's own uid \
+    (without CAP_SETUID a process may map only its own uid, one id; ranges such as \
+    /etc/subuid's need a privileged helper like newuidmap)";
+const UNPRIVILEGED_GID_MAP: &str = "a gid map beyond an unprivileged parent's own gid \
+    (without CAP_SETGID a process may map only its own gid, one id; ranges such as \
+    /etc/subgid's need a privileged helper like newgidmap)";
+/// Why a parent cannot open its own child's map files.
+const NOT_DUMPABLE: &str = "writing the id maps of a child of a process that is not \
+    dumpable (after a change of its ids the kernel gives its and its children's \
+    /proc/PID files to root; see PR_SET_DUMPABLE in prctl(2))";
 
 /// A started container process.
 #[derive(Debug)]
@@ -279,20 +317,50 @@ fn release(
             .attach(pid)
             .map_err(|e| Error::cgroup(Step::AttachToCgroup, launch.cgroup.path(), e))?;
     }
-    if let Some((uid_map, gid_map)) = &launch.id_maps {
-        write_id_maps(child.pid, uid_map, gid_map)?;
+    if let Some(maps) = &launch.id_maps {
+        write_id_maps(child.pid, maps)?;
     }
     nix::unistd::write(&go.write, b"g")
         .map(drop)
         .map_err(|e| Error::os(Step::ReleaseChild, launch.cgroup.path(), e))
 }
 
-fn write_id_maps(pid: Pid, uid_map: &str, gid_map: &str) -> Result<()> {
-    for (file, text) in [("uid_map", uid_map), ("gid_map", gid_map)] {
+/// Writes the child's maps: `setgroups` first where it must be denied (the kernel takes
+/// `deny` only while `gid_map` is unwritten), then `uid_map` and `gid_map`.
+fn write_id_maps(pid: Pid, maps: &IdMaps) -> Result<()> {
+    let mut writes = Vec::with_capacity(3);
+    if maps.deny_setgroups() {
+        writes.push(("setgroups", "deny", maps.can_setgid));
+    }
+    writes.push(("uid_map", maps.uid_map.as_str(), maps.can_setuid));
+    writes.push(("gid_map", maps.gid_map.as_str(), maps.can_setgid));
+    for (file, text, privileged) in writes {
         let path = PathBuf::from(format!("/proc/{pid}/{file}"));
-        std::fs::write(&path, text).map_err(|e| Error::io(Step::WriteIdMap, &path, &e))?;
+        std::fs::write(&path, text).map_err(|e| id_map_error(file, path, &e, privileged))?;
     }
     Ok(())
+}
+
+/// Says why the kernel refused a write to an unprivileged parent; other refusals keep
+/// their errno as an [`Error::Os`].
+fn id_map_error(file: &str, path: PathBuf, e: &std::io::Error, privileged: bool) -> Error {
+    let errno = io_errno(e);
+    let what = match (errno, file) {
+        _ if privileged => None,
+        (Errno::EPERM, "uid_map") => Some(UNPRIVILEGED_UID_MAP),
+        (Errno::EPERM, "gid_map") => Some(UNPRIVILEGED_GID_MAP),
+        (Errno::EACCES, _) => Some(NOT_DUMPABLE),
+        _ => None,
+    };
+    match what {
+        Some(what) => Error::Unsupported {
+            step: Step::WriteIdMap,
+            path,
+            what,
+            errno,
+        },
+        None => Error::os(Step::WriteIdMap, path, errno),
+    }
 }
 
 /// `Ok(None)` on end-of-file (the exec happened), the child's failure otherwise.
@@ -386,5 +454,70 @@ impl BlockedSignals {
 impl Drop for BlockedSignals {
     fn drop(&mut self) {
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(errno: c_int) -> std::io::Error {
+        std::io::Error::from_raw_os_error(errno)
+    }
+
+    #[test]
+    fn a_map_refused_to_an_unprivileged_parent_says_why() {
+        let path = PathBuf::from("/proc/7/uid_map");
+        let err = id_map_error("uid_map", path.clone(), &refusal(libc::EPERM), false);
+        assert!(
+            matches!(
+                &err,
+                Error::Unsupported { step: Step::WriteIdMap, path: p, errno: Errno::EPERM, .. }
+                    if *p == path
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("newuidmap"), "{err}");
+        let err = id_map_error("gid_map", path.clone(), &refusal(libc::EPERM), false);
+        assert!(err.to_string().contains("own gid"), "{err}");
+    }
+
+    #[test]
+    fn other_map_refusals_keep_their_errno() {
+        let path = PathBuf::from("/proc/7/gid_map");
+        let err = id_map_error("gid_map", path.clone(), &refusal(libc::EPERM), true);
+        assert!(
+            matches!(
+                err,
+                Error::Os {
+                    errno: Errno::EPERM,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = id_map_error("gid_map", path, &refusal(libc::EINVAL), false);
+        assert!(
+            matches!(
+                err,
+                Error::Os {
+                    errno: Errno::EINVAL,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn setgroups_is_denied_exactly_without_cap_setgid() {
+        let maps = |can_setgid| IdMaps {
+            uid_map: String::new(),
+            gid_map: String::new(),
+            can_setuid: true,
+            can_setgid,
+        };
+        assert!(maps(false).deny_setgroups());
+        assert!(!maps(true).deny_setgroups());
     }
 }

@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
@@ -627,6 +627,36 @@ fn a_non_root_client_is_refused() {
         stderr(&out)
     );
 
+    // Nor does a daemon run as that user: it says so and leaves nothing behind, even
+    // where the user could write.
+    let own = daemon.dir.path().join("qubetest");
+    fs::create_dir(&own).unwrap();
+    std::os::unix::fs::chown(&own, Some(QUBETEST_UID), Some(QUBETEST_UID)).unwrap();
+    let cgroup_root = format!("qube-cli-nonroot-daemon-{}", std::process::id());
+    let out = Command::new(QUBE)
+        .arg("daemon")
+        .arg("--socket")
+        .arg(own.join("qube.sock"))
+        .arg("--state-dir")
+        .arg(own.join("state"))
+        .arg("--cgroup-root")
+        .arg(&cgroup_root)
+        .uid(QUBETEST_UID)
+        .gid(QUBETEST_UID)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("qube: the daemon needs root"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty(), "no readiness line");
+    assert_eq!(fs::read_dir(&own).unwrap().count(), 0);
+    assert!(!root.path().join(&cgroup_root).exists());
+
     // The refusal comes before the daemon reads a request: to a client that sends none,
     // at once, where reading first would wait the daemon's 30 s request timeout.
     let socket = daemon.socket();
@@ -822,44 +852,189 @@ fn a_restarted_daemon_restarts_by_how_containers_ended_while_it_was_down() {
 }
 
 #[test]
-fn a_tarball_reaching_outside_is_refused_and_writes_nothing() {
+fn tarballs_reaching_outside_are_refused_and_write_failures_are_the_machines() {
     let Some(root) = qube_testkit::require_vm!() else {
         return;
     };
     let mut daemon = Daemon::start(&root, "evil");
-    let evil = daemon.dir.path().join("evil.tar");
-    let mut header = tar::Header::new_old();
-    let path = b"../../escaped";
-    header.as_old_mut().name[..path.len()].copy_from_slice(path);
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_size(6);
-    header.set_mode(0o644);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_cksum();
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.append(&header, &b"pwned\n"[..]).unwrap();
-    fs::File::create(&evil)
-        .unwrap()
-        .write_all(&builder.into_inner().unwrap())
-        .unwrap();
-
-    let out = daemon.qube(&["image", "import", "evil", evil.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("`..`"), "{}", stderr(&out));
-    for place in [
-        daemon.dir.path(),
-        &daemon.state(),
-        &daemon.state().join("images"),
-    ] {
+    let dir = daemon.dir.path().to_owned();
+    // Where the symlink below leads from the image's staging directory
+    // (`state/images/.import-*/rootfs/link`): a followed link would write here.
+    let outside = dir.join("outside");
+    fs::create_dir(&outside).unwrap();
+    let absolute = format!("/qube-cli-escaped-{}", std::process::id());
+    let passwd_links = || fs::metadata("/etc/passwd").unwrap().nlink();
+    let links_before = passwd_links();
+    let file = tar::EntryType::Regular;
+    let (symlink, hardlink) = (tar::EntryType::Symlink, tar::EntryType::Link);
+    let cases: [(&str, &[TarEntry<'_>], &str); 5] = [
+        ("dotdot", &[("../../escaped", file, "", b"pwned\n")], "`..`"),
+        (
+            "absolute",
+            &[(&absolute, file, "", b"pwned\n")],
+            "is an absolute path",
+        ),
+        (
+            "symlink",
+            &[
+                ("link", symlink, "../../../../outside", b""),
+                ("link/pwned", file, "", b"pwned\n"),
+            ],
+            "points outside the image",
+        ),
+        (
+            "hardlink",
+            &[("passwd", hardlink, "/etc/passwd", b"")],
+            "is an absolute path",
+        ),
+        (
+            "hardlink-up",
+            &[("passwd", hardlink, "../../../../../etc/passwd", b"")],
+            "`..`",
+        ),
+    ];
+    for (name, entries, says) in cases {
+        let tarball = dir.join(format!("{name}.tar"));
+        raw_tarball(&tarball, entries);
+        let out = daemon.qube(&["image", "import", name, tarball.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{name}: {}", stderr(&out));
+    }
+    for place in [&dir, &daemon.state(), &daemon.state().join("images")] {
         assert!(!place.join("escaped").exists(), "{}", place.display());
     }
+    assert!(!Path::new(&absolute).exists());
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert_eq!(passwd_links(), links_before, "/etc/passwd got a hard link");
     assert_eq!(daemon.json(&["images", "--json"]), serde_json::json!([]));
     assert_eq!(
         fs::read_dir(daemon.state().join("images")).unwrap().count(),
         0
     );
+
+    // Not a tarball: the input's fault.
+    let junk = dir.join("junk.txt");
+    fs::write(&junk, "just some text, not an archive\n".repeat(40)).unwrap();
+    let out = daemon.qube(&["image", "import", "junk", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("rootfs tarball"), "{}", stderr(&out));
+
+    // A full disk: this machine's failure, not the archive's.
+    let images = daemon.state().join("images");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &images,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=256k,mode=0700"),
+    )
+    .unwrap();
+    let big = dir.join("big.tar");
+    raw_tarball(&big, &[("big", file, "", &vec![0u8; 1 << 20])]);
+    let out = daemon.qube(&["image", "import", "big", big.to_str().unwrap()]);
+    let refused = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{refused}");
+    assert!(refused.contains("No space left on device"), "{refused}");
+    assert!(!refused.contains("rootfs tarball"), "{refused}");
+    assert_eq!(
+        fs::read_dir(&images).unwrap().count(),
+        0,
+        "the staging is removed"
+    );
+    nix::mount::umount2(&images, nix::mount::MntFlags::empty()).unwrap();
+    daemon.stop();
+}
+
+/// A tar entry: path, type, link target, data.
+type TarEntry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
+/// A plain tarball of entries with any path or link target, which `tar::Builder`'s own
+/// checks would refuse to write.
+fn raw_tarball(path: &Path, entries: &[TarEntry<'_>]) {
+    let mut builder = tar::Builder::new(Vec::new());
+    for &(name, kind, link, data) in entries {
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_entry_type(kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+    }
+    fs::write(path, builder.into_inner().unwrap()).unwrap();
+}
+
+#[test]
+fn cpu_and_pid_limits_read_only_volumes_and_isolation_are_applied() {
+    let Some(root) = qube_testkit::require_vm!() else {
+        return;
+    };
+    let mut daemon = Daemon::start(&root, "limits");
+    daemon.ok(&["image", "import", "alpine", "--busybox"]);
+    let gates = Gates::new(&daemon);
+    let gate = gates.add("done");
+    let shared = daemon.dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::write(shared.join("hello"), "from the host\n").unwrap();
+    let read_only = format!("{}:/data:ro", shared.display());
+    let id = daemon
+        .ok(&[
+            "run",
+            "--name",
+            "limited",
+            "--cpus",
+            "1.5",
+            "--pids",
+            "256",
+            "--isolated",
+            "--volume",
+            &read_only,
+            "--volume",
+            &gates.volume,
+            "--image",
+            "alpine",
+            "--cmd",
+            "cat /data/hello; touch /data/new 2>&1 || echo refused; \
+             echo \"net: $(sed -n '3,$p' /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ' ')\"; \
+             read w < /sync/done",
+        ])
+        .trim()
+        .to_owned();
+    let cgroup = daemon.cgroups().join(&id);
+    assert_eq!(read_trimmed(&cgroup.join("cpu.max")), "150000 100000");
+    assert_eq!(read_trimmed(&cgroup.join("pids.max")), "256");
+
+    let info = daemon.ok(&["info", "limited"]);
+    let pids = info
+        .lines()
+        .find_map(|l| l.strip_prefix("PIDs:        "))
+        .unwrap_or_else(|| panic!("{info}"));
+    let (count, max) = pids.split_once(" / ").unwrap_or_else(|| panic!("{info}"));
+    assert!(count.parse::<u64>().unwrap() >= 1, "{info}");
+    assert_eq!(max, "256", "{info}");
+    let cpu = info.lines().find(|l| l.starts_with("CPU:")).unwrap();
+    assert!(cpu.ends_with("s used, limit 1.50 CPUs"), "{info}");
+
+    let pid = daemon.json(&["info", "limited", "--json"])["pid"]
+        .as_u64()
+        .unwrap();
+    assert_ne!(
+        fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(),
+        fs::read_link("/proc/self/ns/net").unwrap(),
+        "--isolated gives a network namespace of its own"
+    );
+
+    Gates::open(&gate);
+    assert_eq!(daemon.ok(&["wait", "limited"]), "exited with code 0\n");
+    let logs = daemon.ok(&["logs", "limited"]);
+    assert!(logs.starts_with("from the host\n"), "{logs}");
+    assert!(logs.contains("Read-only file system\nrefused\n"), "{logs}");
+    assert!(logs.ends_with("net: lo \n"), "only loopback: {logs}");
+    assert!(!shared.join("new").exists());
     daemon.stop();
 }
 

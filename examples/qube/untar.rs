@@ -25,7 +25,8 @@ use tar::EntryType;
 /// Why an archive was not unpacked.
 #[derive(Debug, thiserror::Error)]
 pub enum UntarError {
-    /// The archive is unsafe or malformed; nothing was written.
+    /// The archive is unsafe. Nothing was written, unless the archive changed after it
+    /// was checked: the caller removes the destination either way.
     #[error("refusing {archive}: {reason}")]
     Refused {
         /// The archive's path.

@@ -154,7 +154,11 @@ impl Memory<'_> {
     }
 
     /// Asks the kernel to reclaim this much from the group (`memory.reclaim`, Linux
-    /// 5.19+); EAGAIN if it could not reclaim all of it.
+    /// 5.19+). Protection holds: `memory.min` is never reclaimed, `memory.low` only when
+    /// nothing unprotected is left. When the kernel gets less than `amount` (protected,
+    /// unswappable, or past `memory.swap.max`) it keeps what it reclaimed and answers
+    /// EAGAIN: an [`Error::Io`](crate::Error::Io) whose
+    /// [`raw_os_error`](crate::Error::raw_os_error) is `EAGAIN`.
     ///
     /// ```no_run
     /// use qube_cgroup::{Bytes, Cgroup};

@@ -348,9 +348,10 @@ fn locked_flags(path: &Path) -> libc::c_ulong {
         .fold(0, |flags, (_, ms)| flags | ms)
 }
 
-/// `target` (absolute, inside the container) as a path under `root`; `..` is refused so
-/// that a bind cannot land outside the rootfs.
-fn inside_root(root: &Path, target: &Path) -> Result<PathBuf> {
+/// Refuses a bind target that is not an absolute path inside the container, or that
+/// says `..`: the caller's word for where a bind goes must not climb, whatever the
+/// rootfs's own links do.
+fn check_bind_target(target: &Path) -> Result<()> {
     if !target.is_absolute() {
         return Err(Error::config(
             "bind target",
@@ -360,20 +361,16 @@ fn inside_root(root: &Path, target: &Path) -> Result<PathBuf> {
             ),
         ));
     }
-    let mut inside = root.to_path_buf();
-    for part in target.components() {
-        match part {
-            Component::Normal(name) => inside.push(name),
-            Component::RootDir | Component::CurDir => {}
-            Component::ParentDir | Component::Prefix(_) => {
-                return Err(Error::config(
-                    "bind target",
-                    format!("{} may not contain `..`", target.display()),
-                ))
-            }
-        }
+    if target
+        .components()
+        .any(|part| matches!(part, Component::ParentDir | Component::Prefix(_)))
+    {
+        return Err(Error::config(
+            "bind target",
+            format!("{} may not contain `..`", target.display()),
+        ));
     }
-    Ok(inside)
+    Ok(())
 }
 
 /// Where a bind mount lands: its target resolved inside the rootfs, so that no mkdir,
@@ -382,7 +379,7 @@ fn inside_root(root: &Path, target: &Path) -> Result<PathBuf> {
 /// magic links (`/proc/self/root`) lead to the host's root until `pivot_root`. So are the
 /// links the plan makes in `/dev`.
 fn bind_target(root: &Path, target: &Path) -> Result<PathBuf> {
-    inside_root(root, target)?;
+    check_bind_target(target)?;
     let inside = resolve_in_root(root, target)?;
     let refuse = |why: &str| Error::config("bind target", format!("{} {why}", target.display()));
     for kernel in ["proc", "sys"] {

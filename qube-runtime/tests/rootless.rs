@@ -222,18 +222,10 @@ fn range(delegated: &Cgroup, rootfs: &Path) {
 /// Like `common::stdout_of`, but a failure to start also says what the kernel allows
 /// unprivileged user namespaces: a refusal there is the system's, to be reported.
 fn stdout_with_context(cmd: Command) -> String {
-    let out = match cmd.output() {
-        Ok(out) => out,
+    match cmd.output() {
+        Ok(out) => common::successful_stdout(out),
         Err(err) => panic!("{err}; {}", userns_sysctls()),
-    };
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}; stdout {text:?}; stderr {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    }
 }
 
 fn userns_sysctls() -> String {

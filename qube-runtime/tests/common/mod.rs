@@ -29,7 +29,11 @@ pub fn sh(rootfs: &Path, parent: &Cgroup, name: &str, script: &str) -> Command {
 
 /// Runs the command to completion and returns its stdout as text, asserting success.
 pub fn stdout_of(cmd: Command) -> String {
-    let out: Output = cmd.output().unwrap();
+    successful_stdout(cmd.output().unwrap())
+}
+
+/// The stdout of a finished container as text, asserting that it succeeded.
+pub fn successful_stdout(out: Output) -> String {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
